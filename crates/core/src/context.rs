@@ -1,0 +1,187 @@
+//! One open `/dev/iommu` file (the kernel's `iommufd_ctx`) and ioctl dispatch.
+//!
+//! ## Locking and lifetime
+//! All state of a context sits in one [`Ictx`] behind one mutex: every ioctl runs start to
+//! finish under it, so no other thread ever sees an area, HWPT or device half built, and
+//! "being created" states of the kernel never become visible. Machine-wide state (pins,
+//! accounting) has its own locks taken *inside* the context lock, never around it.
+//!
+//! A [`Context`] lives while an `Arc` to it exists: the `/dev/iommu` descriptors, access,
+//! fault and vEVENTQ descriptors all hold one. When the last goes, [`Drop`] runs the
+//! kernel's teardown: repeated passes in increasing id order destroying every object that
+//! nothing else uses, until the table is empty.
+
+use crate::access::Access;
+use crate::device::{Device, Selftest};
+use crate::errno::{Errno, Result};
+use crate::hw_pagetable::{Fault, HwptNested, HwptPaging};
+use crate::io_pagetable::Ioas;
+use crate::machine::{AcctMode, Machine};
+use crate::object::{ObjType, ObjectTable};
+use crate::pages::{Pages, StoreId};
+use crate::platform::Caller;
+use crate::ucmd::Ucmd;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use uiommu_uapi::iommufd as uapi;
+
+/// Everything one context owns; see the module comment for the locking rule.
+#[derive(Debug, Default)]
+pub(crate) struct Ictx {
+    pub objs: ObjectTable,
+    pub ioas: BTreeMap<u32, Ioas>,
+    pub hwpt: BTreeMap<u32, HwptPaging>,
+    pub nested: BTreeMap<u32, HwptNested>,
+    pub devices: BTreeMap<u32, Device>,
+    pub selftests: BTreeMap<u32, Selftest>,
+    pub accesses: BTreeMap<u32, Access>,
+    pub faults: BTreeMap<u32, Fault>,
+    pub stores: BTreeMap<StoreId, Pages>,
+    pub next_store: StoreId,
+    pub acct_mode: Option<AcctMode>,
+    /// The IOAS VFIO type1 commands act on.
+    pub vfio_ioas: Option<u32>,
+}
+
+impl Ictx {
+    pub fn acct_mode(&self) -> AcctMode {
+        self.acct_mode.unwrap_or(AcctMode::User)
+    }
+
+    pub fn new_store(&mut self, pages: Pages) -> StoreId {
+        self.next_store += 1;
+        self.stores.insert(self.next_store, pages);
+        self.next_store
+    }
+}
+
+/// An iommufd context (one open of `/dev/iommu`).
+pub struct Context {
+    pub(crate) machine: Arc<Machine>,
+    state: Mutex<Ictx>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Open a new context on `machine` (`open("/dev/iommu")`).
+    pub fn open(machine: &Arc<Machine>) -> Arc<Context> {
+        let ctx = Arc::new(Context { machine: machine.clone(), state: Mutex::default() });
+        let mut list = machine.contexts.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&ctx));
+        ctx
+    }
+
+    /// The machine this context runs on.
+    pub fn machine(&self) -> &Arc<Machine> {
+        &self.machine
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Ictx> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `ioctl(fd, cmd, arg)`: returns the ioctl's non-negative result or an errno.
+    pub fn ioctl(self: &Arc<Self>, caller: &Caller, cmd: u32, arg: u64) -> Result<i64> {
+        let nr = (cmd & 0xff) as u8;
+        if !(uapi::IOMMUFD_CMD_BASE..=uiommu_uapi::test::IOMMU_TEST_CMD_NR).contains(&nr) {
+            return crate::vfio_compat::ioctl(self, caller, cmd, arg);
+        }
+        let platform = &*self.machine.platform;
+        let mut size = [0u8; 4];
+        platform.read_user(caller, arg, &mut size)?;
+        let user_size = u32::from_ne_bytes(size);
+        let info = uiommu_uapi::cmd_info(nr).ok_or(Errno::ENOTTY)?;
+        if info.ioctl != cmd {
+            return Err(Errno::ENOTTY);
+        }
+        if (user_size as usize) < info.min_size {
+            return Err(Errno::EINVAL);
+        }
+        let uc = Ucmd { caller, platform, arg, user_size };
+        self.dispatch(nr, &uc)
+    }
+
+    fn dispatch(self: &Arc<Self>, nr: u8, uc: &Ucmd<'_>) -> Result<i64> {
+        use uapi::*;
+        match nr {
+            IOMMUFD_CMD_DESTROY => self.destroy(uc),
+            IOMMUFD_CMD_IOAS_ALLOC => crate::ioas::alloc(self, uc),
+            IOMMUFD_CMD_IOAS_ALLOW_IOVAS => crate::ioas::allow_iovas(self, uc),
+            IOMMUFD_CMD_IOAS_COPY => crate::ioas::copy(self, uc),
+            IOMMUFD_CMD_IOAS_IOVA_RANGES => crate::ioas::iova_ranges(self, uc),
+            IOMMUFD_CMD_IOAS_MAP => crate::ioas::map(self, uc),
+            IOMMUFD_CMD_IOAS_MAP_FILE => crate::ioas::map_file(self, uc),
+            IOMMUFD_CMD_IOAS_UNMAP => crate::ioas::unmap(self, uc),
+            IOMMUFD_CMD_OPTION => crate::ioas::option(self, uc),
+            IOMMUFD_CMD_VFIO_IOAS => crate::vfio_compat::vfio_ioas(self, uc),
+            IOMMUFD_CMD_HWPT_ALLOC => crate::hw_pagetable::alloc(self, uc),
+            IOMMUFD_CMD_GET_HW_INFO => crate::device::get_hw_info(self, uc),
+            IOMMUFD_CMD_HWPT_SET_DIRTY_TRACKING => crate::hw_pagetable::set_dirty_tracking(self, uc),
+            IOMMUFD_CMD_HWPT_GET_DIRTY_BITMAP => crate::hw_pagetable::get_dirty_bitmap(self, uc),
+            IOMMUFD_CMD_HWPT_INVALIDATE => crate::hw_pagetable::invalidate(self, uc),
+            IOMMUFD_CMD_FAULT_QUEUE_ALLOC => crate::hw_pagetable::fault_alloc(self, uc),
+            IOMMUFD_CMD_IOAS_CHANGE_PROCESS => crate::ioas::change_process(self, uc),
+            uiommu_uapi::test::IOMMU_TEST_CMD_NR => crate::mock::selftest::test_cmd(self, uc),
+            // VIOMMU_ALLOC, VDEVICE_ALLOC, VEVENTQ_ALLOC, HW_QUEUE_ALLOC: decoded and
+            // validated like the kernel up to the object lookups (see viommu).
+            _ => crate::device::viommu_family(self, nr, uc),
+        }
+    }
+
+    /// `IOMMU_DESTROY`.
+    fn destroy(self: &Arc<Self>, uc: &Ucmd<'_>) -> Result<i64> {
+        let cmd: uapi::IommuDestroy = uc.read()?;
+        let mut g = self.lock();
+        let ty = g.objs.type_of(cmd.id)?;
+        if g.objs.users(cmd.id) > 0 {
+            return Err(Errno::EBUSY);
+        }
+        self.destroy_object(&mut g, cmd.id, ty)?;
+        Ok(0)
+    }
+
+    /// Destroy an object nothing uses any more (type-specific undo, then the id is freed).
+    pub(crate) fn destroy_object(&self, g: &mut Ictx, id: u32, ty: ObjType) -> Result<()> {
+        match ty {
+            ObjType::Ioas => crate::ioas::destroy(self, g, id),
+            ObjType::HwptPaging => crate::hw_pagetable::destroy_paging(self, g, id),
+            ObjType::HwptNested => crate::hw_pagetable::destroy_nested(g, id),
+            ObjType::Selftest => crate::device::destroy_selftest(self, g, id),
+            ObjType::Fault => crate::hw_pagetable::destroy_fault(g, id),
+            // Devices go with their self-test object; accesses with their fd.
+            ObjType::Device | ObjType::Access => return Err(Errno::EBUSY),
+            _ => {}
+        }
+        g.objs.remove(id);
+        Ok(())
+    }
+
+    /// Kernel teardown order: passes over ids destroying unused objects.
+    fn teardown(&self) {
+        let mut g = self.lock();
+        loop {
+            let mut progress = false;
+            for (id, ty) in g.objs.live_ids() {
+                if g.objs.users(id) == 0 && self.destroy_object(&mut g, id, ty).is_ok() {
+                    progress = true;
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        debug_assert!(g.objs.live_ids().is_empty(), "teardown left objects: {:?}", g.objs.live_ids());
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}

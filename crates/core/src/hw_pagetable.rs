@@ -1,0 +1,552 @@
+//! Hardware page tables (the kernel's `hw_pagetable.c`) and IO page-fault queues
+//! (`eventq.c`, fault half): HWPT_ALLOC, invalidation, dirty tracking, FAULT objects.
+//!
+//! A paging HWPT owns a domain (the IO page table of an IOMMU model, today the mock's)
+//! joined to one IOAS; a nested HWPT owns a stage-1 cache model on a nest-parent paging HWPT.
+
+use crate::context::{Context, Ictx};
+use crate::errno::{Errno, Result};
+use crate::mock::pagetable::{MockPageTable, MockPtType};
+use crate::object::ObjType;
+use crate::ucmd::{read_driver_data, Ucmd};
+use crate::{Caller, EngineFile};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use uiommu_uapi::iommufd::*;
+use uiommu_uapi::test as t;
+use zerocopy::{FromZeros, IntoBytes};
+
+/// A paging HWPT: a domain joined to an IOAS.
+#[derive(Debug)]
+pub(crate) struct HwptPaging {
+    pub ioas: u32,
+    pub pt: MockPageTable,
+    /// Created by attaching a device to an IOAS; destroyed with its last device.
+    pub auto_domain: bool,
+    pub nest_parent: bool,
+    /// Allocated with DIRTY_TRACKING.
+    pub dirty_capable: bool,
+    pub pasid_compat: bool,
+    pub fault: Option<u32>,
+    /// Dirty tracking switched on.
+    pub tracking: bool,
+}
+
+/// A nested HWPT (mock stage-1): four IOTLB words.
+#[derive(Debug)]
+pub(crate) struct HwptNested {
+    pub parent: u32,
+    pub iotlb: [u32; 4],
+    pub pasid_compat: bool,
+    pub fault: Option<u32>,
+}
+
+/// A group of page requests delivered together.
+#[derive(Clone, Debug)]
+pub(crate) struct FaultGroup {
+    pub dev_id: u32,
+    pub pasid: u32,
+    pub faults: Vec<IommuHwptPgfault>,
+}
+
+/// An IO page-fault queue.
+#[derive(Debug, Default)]
+pub(crate) struct Fault {
+    pub queued: VecDeque<FaultGroup>,
+    pub awaiting: BTreeMap<u32, FaultGroup>,
+}
+
+pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+    let mut cmd: IommuHwptAlloc = uc.read()?;
+    if cmd.reserved != 0 {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    if (cmd.data_type == IOMMU_HWPT_DATA_NONE) != (cmd.data_len == 0) {
+        return Err(Errno::EINVAL);
+    }
+    let m = &*ctx.machine;
+    let mut g = ctx.lock();
+    g.objs.expect(cmd.dev_id, ObjType::Device)?;
+    let pt_ty = g.objs.type_of(cmd.pt_id).map_err(|_| Errno::EINVAL)?;
+    let fault_valid = cmd.flags & IOMMU_HWPT_FAULT_ID_VALID != 0;
+    let id = match pt_ty {
+        ObjType::Ioas => {
+            let known = IOMMU_HWPT_ALLOC_NEST_PARENT
+                | IOMMU_HWPT_ALLOC_DIRTY_TRACKING
+                | IOMMU_HWPT_FAULT_ID_VALID
+                | IOMMU_HWPT_ALLOC_PASID;
+            if cmd.flags & !known != 0 {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            let dev_dirty = g.devices[&cmd.dev_id].dirty_capable();
+            if cmd.flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING != 0 && !dev_dirty {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            if fault_valid && cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT != 0 {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            let ty = mock_paging_type(uc.caller, uc, &cmd)?;
+            let id = g.objs.reserve(ObjType::HwptPaging)?;
+            let hwpt = HwptPaging {
+                ioas: cmd.pt_id,
+                pt: MockPageTable::new(ty),
+                auto_domain: false,
+                nest_parent: cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT != 0,
+                dirty_capable: cmd.flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING != 0,
+                pasid_compat: cmd.flags & IOMMU_HWPT_ALLOC_PASID != 0,
+                fault: None,
+                tracking: false,
+            };
+            g.hwpt.insert(id, hwpt);
+            if let Err(e) = g.domain_join(m, cmd.pt_id, id) {
+                g.hwpt.remove(&id);
+                g.objs.remove(id);
+                return Err(e);
+            }
+            g.objs.get(cmd.pt_id);
+            id
+        }
+        ObjType::HwptPaging => {
+            if cmd.flags & !(IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID) != 0 || cmd.data_len == 0 {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            let parent = &g.hwpt[&cmd.pt_id];
+            if parent.auto_domain || !parent.nest_parent {
+                return Err(Errno::EINVAL);
+            }
+            if cmd.data_type != t::IOMMU_HWPT_DATA_SELFTEST {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            let data: t::IommuHwptSelftest = read_driver_data(uc.platform, uc.caller, cmd.data_uptr, cmd.data_len, 4)?;
+            let id = g.objs.reserve(ObjType::HwptNested)?;
+            g.nested.insert(
+                id,
+                HwptNested {
+                    parent: cmd.pt_id,
+                    iotlb: [data.iotlb; 4],
+                    pasid_compat: cmd.flags & IOMMU_HWPT_ALLOC_PASID != 0,
+                    fault: None,
+                },
+            );
+            g.objs.get(cmd.pt_id);
+            id
+        }
+        _ => return Err(Errno::EINVAL),
+    };
+    let undo = |g: &mut Ictx| {
+        let ty = g.objs.type_any_state(id);
+        match ty {
+            Some(ObjType::HwptPaging) => {
+                let ioas = g.hwpt[&id].ioas;
+                g.domain_leave(m, ioas, id);
+                g.hwpt.remove(&id);
+                g.objs.put(ioas);
+            }
+            _ => {
+                let parent = g.nested.remove(&id).map(|n| n.parent);
+                if let Some(p) = parent {
+                    g.objs.put(p);
+                }
+            }
+        }
+        if let Some(f) = fault_of(g, id) {
+            g.objs.put(f);
+        }
+        g.objs.remove(id);
+    };
+    if fault_valid {
+        if let Err(e) = g.objs.expect(cmd.fault_id, ObjType::Fault) {
+            undo(&mut g);
+            return Err(e);
+        }
+        g.objs.get(cmd.fault_id);
+        if let Some(h) = g.hwpt.get_mut(&id) {
+            h.fault = Some(cmd.fault_id);
+        } else if let Some(n) = g.nested.get_mut(&id) {
+            n.fault = Some(cmd.fault_id);
+        }
+    }
+    cmd.out_hwpt_id = id;
+    if let Err(e) = uc.respond(&cmd) {
+        undo(&mut g);
+        return Err(e);
+    }
+    g.objs.publish(id);
+    Ok(0)
+}
+
+fn fault_of(g: &Ictx, hwpt: u32) -> Option<u32> {
+    g.hwpt.get(&hwpt).and_then(|h| h.fault).or_else(|| g.nested.get(&hwpt).and_then(|n| n.fault))
+}
+
+/// Mock driver: the page-table type of a paging domain from its optional driver data.
+fn mock_paging_type(caller: &Caller, uc: &Ucmd<'_>, cmd: &IommuHwptAlloc) -> Result<MockPtType> {
+    if cmd.data_len == 0 {
+        return Ok(MockPtType::Default);
+    }
+    if cmd.data_type != t::IOMMU_HWPT_DATA_SELFTEST {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let data: t::IommuHwptSelftest = read_driver_data(uc.platform, caller, cmd.data_uptr, cmd.data_len, 4)?;
+    match data.pagetable_type {
+        t::MOCK_IOMMUPT_DEFAULT => Ok(MockPtType::Default),
+        t::MOCK_IOMMUPT_HUGE => Ok(MockPtType::Huge),
+        _ => Err(Errno::EOPNOTSUPP),
+    }
+}
+
+/// Create an automatic paging HWPT for `ioas` (flags 0, no data); not yet joined.
+pub(crate) fn new_auto_paging(g: &mut Ictx, ioas: u32) -> Result<u32> {
+    let id = g.objs.reserve(ObjType::HwptPaging)?;
+    g.hwpt.insert(
+        id,
+        HwptPaging {
+            ioas,
+            pt: MockPageTable::new(MockPtType::Default),
+            auto_domain: true,
+            nest_parent: false,
+            dirty_capable: false,
+            pasid_compat: false,
+            fault: None,
+            tracking: false,
+        },
+    );
+    Ok(id)
+}
+
+pub(crate) fn destroy_paging(ctx: &Context, g: &mut Ictx, id: u32) {
+    let h = &g.hwpt[&id];
+    let (ioas, fault) = (h.ioas, h.fault);
+    g.domain_leave(&ctx.machine, ioas, id);
+    g.hwpt.remove(&id);
+    g.objs.put(ioas);
+    if let Some(f) = fault {
+        g.objs.put(f);
+    }
+}
+
+pub(crate) fn destroy_nested(g: &mut Ictx, id: u32) {
+    if let Some(n) = g.nested.remove(&id) {
+        g.objs.put(n.parent);
+        if let Some(f) = n.fault {
+            g.objs.put(f);
+        }
+    }
+}
+
+pub(crate) fn destroy_fault(g: &mut Ictx, id: u32) {
+    // Outstanding groups are answered "invalid" by dropping them.
+    g.faults.remove(&id);
+}
+
+pub(crate) fn invalidate(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+    let mut cmd: IommuHwptInvalidate = uc.read()?;
+    if cmd.reserved != 0 {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    if cmd.entry_num != 0
+        && (cmd.data_uptr == 0 || cmd.entry_len == 0 || cmd.entry_len > 4096 || cmd.entry_num > 1 << 19)
+    {
+        return Err(Errno::EINVAL);
+    }
+    let mut g = ctx.lock();
+    let ty = g.objs.type_of(cmd.hwpt_id)?;
+    let requested = cmd.entry_num;
+    let (done, res) = match ty {
+        ObjType::HwptNested => {
+            let n = g.nested.get_mut(&cmd.hwpt_id).expect("nested");
+            mock_nested_invalidate(uc, n, &cmd, requested)
+        }
+        _ => (0, Err(Errno::EINVAL)),
+    };
+    cmd.entry_num = done;
+    drop(g);
+    uc.respond(&cmd)?;
+    res.map(|_| 0)
+}
+
+fn mock_nested_invalidate(uc: &Ucmd<'_>, n: &mut HwptNested, cmd: &IommuHwptInvalidate, num: u32) -> (u32, Result<()>) {
+    if cmd.data_type != t::IOMMU_HWPT_INVALIDATE_DATA_SELFTEST {
+        return (0, Err(Errno::EINVAL));
+    }
+    for i in 0..num {
+        let addr = cmd.data_uptr + i as u64 * cmd.entry_len as u64;
+        let size = core::mem::size_of::<t::IommuHwptInvalidateSelftest>() as u32;
+        if cmd.entry_len != size {
+            return (i, Err(Errno::EINVAL));
+        }
+        let e: t::IommuHwptInvalidateSelftest = match read_driver_data(uc.platform, uc.caller, addr, cmd.entry_len, 8) {
+            Ok(e) => e,
+            Err(err) => return (i, Err(err)),
+        };
+        if e.flags & !t::IOMMU_TEST_INVALIDATE_FLAG_ALL != 0 {
+            return (i, Err(Errno::EOPNOTSUPP));
+        }
+        if e.iotlb_id > t::MOCK_NESTED_DOMAIN_IOTLB_ID_MAX {
+            return (i, Err(Errno::EINVAL));
+        }
+        if e.flags & t::IOMMU_TEST_INVALIDATE_FLAG_ALL != 0 {
+            n.iotlb = [0; 4];
+        } else {
+            n.iotlb[e.iotlb_id as usize] = 0;
+        }
+    }
+    (num, Ok(()))
+}
+
+pub(crate) fn set_dirty_tracking(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+    let cmd: IommuHwptSetDirtyTracking = uc.read()?;
+    if cmd.flags & !IOMMU_HWPT_DIRTY_TRACKING_ENABLE != 0 {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let mut g = ctx.lock();
+    g.objs.expect(cmd.hwpt_id, ObjType::HwptPaging)?;
+    let h = g.hwpt.get_mut(&cmd.hwpt_id).expect("hwpt");
+    if !h.dirty_capable {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let enable = cmd.flags & IOMMU_HWPT_DIRTY_TRACKING_ENABLE != 0;
+    if enable && !h.tracking {
+        h.pt.clear_all_dirty();
+    }
+    h.tracking = enable;
+    Ok(0)
+}
+
+pub(crate) fn get_dirty_bitmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+    let cmd: IommuHwptGetDirtyBitmap = uc.read()?;
+    if cmd.flags & !IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR != 0 || cmd.reserved != 0 {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let mut g = ctx.lock();
+    g.objs.expect(cmd.hwpt_id, ObjType::HwptPaging)?;
+    let last = cmd.iova.checked_add(cmd.length.wrapping_sub(1)).filter(|_| cmd.length != 0);
+    let last = match last {
+        Some(l) => l,
+        None if cmd.length == 0 => cmd.iova.wrapping_sub(1),
+        None => return Err(Errno::EOVERFLOW),
+    };
+    let ioas = g.hwpt[&cmd.hwpt_id].ioas;
+    let align = g.iova_alignment(ioas);
+    let end = last.wrapping_add(1);
+    if cmd.iova % align != 0 || end % align != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if cmd.page_size == 0 {
+        return Err(Errno::EINVAL);
+    }
+    let gran = 1u64 << cmd.page_size.trailing_zeros();
+    if cmd.iova % gran != 0 || end % gran != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if !g.hwpt[&cmd.hwpt_id].dirty_capable {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    if cmd.length == 0 {
+        return Ok(0);
+    }
+    // Walk the areas contiguous from iova.
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    let io = &g.ioas[&ioas];
+    let mut at = cmd.iova;
+    for k in io.areas_in(cmd.iova, last) {
+        let a = &io.areas[&k];
+        if a.iova > at {
+            break;
+        }
+        let l = a.last.min(last);
+        spans.push((at, l));
+        if l == last {
+            break;
+        }
+        at = l + 1;
+    }
+    let clear = cmd.flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR == 0;
+    let h = g.hwpt.get_mut(&cmd.hwpt_id).expect("hwpt");
+    let mut bits: Vec<u64> = Vec::new();
+    for (s, l) in spans {
+        h.pt.read_and_clear_dirty(s, l - s + 1, clear, &mut |leaf, len| {
+            let lo = leaf.max(s);
+            let hi = (leaf + len - 1).min(l);
+            let first = (lo - cmd.iova) / gran;
+            let lastb = (hi - cmd.iova) / gran;
+            for b in first..=lastb {
+                bits.push(b);
+            }
+        });
+    }
+    drop(g);
+    // Set the bits in the user bitmap (read-modify-write of whole bytes); errors are
+    // swallowed like the kernel's walk.
+    let mut byte_idx: Option<(u64, u8)> = None;
+    let flush = |b: Option<(u64, u8)>| {
+        if let Some((idx, bitsv)) = b {
+            let mut cur = [0u8];
+            if uc.read_user(cmd.data + idx, &mut cur).is_ok() {
+                cur[0] |= bitsv;
+                let _ = uc.write_user(cmd.data + idx, &cur);
+            }
+        }
+    };
+    for b in bits {
+        let idx = b / 8;
+        match byte_idx {
+            Some((i, ref mut v)) if i == idx => *v |= 1 << (b % 8),
+            _ => {
+                flush(byte_idx);
+                byte_idx = Some((idx, 1 << (b % 8)));
+            }
+        }
+    }
+    flush(byte_idx);
+    Ok(0)
+}
+
+// ---- fault queues ----
+
+/// An open fault-queue fd.
+#[derive(Debug)]
+pub struct FaultFile {
+    ctx: Arc<Context>,
+    id: u32,
+}
+
+impl Drop for FaultFile {
+    fn drop(&mut self) {
+        self.ctx.lock().objs.put(self.id);
+    }
+}
+
+const PGFAULT_SIZE: usize = core::mem::size_of::<IommuHwptPgfault>();
+const RESP_SIZE: usize = core::mem::size_of::<IommuHwptPageResponse>();
+
+impl FaultFile {
+    /// `read(2)`: whole groups of 40-byte records.
+    pub fn read(&self, caller: &Caller, buf: u64, count: usize) -> Result<usize> {
+        if count % PGFAULT_SIZE != 0 {
+            return Err(Errno::ESPIPE);
+        }
+        let mut g = self.ctx.lock();
+        let f = g.faults.get_mut(&self.id).ok_or(Errno::ENODEV)?;
+        let p = &*self.ctx.machine.platform;
+        let mut done = 0usize;
+        while let Some(group) = f.queued.front() {
+            let need = group.faults.len() * PGFAULT_SIZE;
+            if done + need > count {
+                if done == 0 {
+                    return Err(Errno::EINVAL);
+                }
+                break;
+            }
+            let mut cookie = 1u32;
+            while f.awaiting.contains_key(&cookie) {
+                cookie += 1;
+            }
+            for (i, rec) in group.faults.iter().enumerate() {
+                let mut r = *rec;
+                r.cookie = cookie;
+                p.write_user(caller, buf + (done + i * PGFAULT_SIZE) as u64, r.as_bytes())?;
+            }
+            done += need;
+            let group = f.queued.pop_front().expect("front");
+            f.awaiting.insert(cookie, group);
+        }
+        Ok(done)
+    }
+
+    /// `write(2)`: page responses.
+    pub fn write(&self, caller: &Caller, buf: u64, count: usize) -> Result<usize> {
+        if count % RESP_SIZE != 0 {
+            return Err(Errno::ESPIPE);
+        }
+        let mut g = self.ctx.lock();
+        let f = g.faults.get_mut(&self.id).ok_or(Errno::ENODEV)?;
+        let p = &*self.ctx.machine.platform;
+        let mut done = 0;
+        while done < count {
+            let mut r = IommuHwptPageResponse::new_zeroed();
+            let res = p.read_user(caller, buf + done as u64, r.as_mut_bytes()).and_then(|_| {
+                if r.code != IOMMUFD_PAGE_RESP_SUCCESS && r.code != IOMMUFD_PAGE_RESP_INVALID {
+                    return Err(Errno::EINVAL);
+                }
+                f.awaiting.remove(&r.cookie).map(|_| ()).ok_or(Errno::EINVAL)
+            });
+            if let Err(e) = res {
+                if done == 0 {
+                    return Err(e);
+                }
+                break;
+            }
+            done += RESP_SIZE;
+        }
+        Ok(done)
+    }
+
+    /// Readiness: always writable; readable while groups are queued.
+    pub fn poll(&self) -> u32 {
+        let g = self.ctx.lock();
+        let queued = g.faults.get(&self.id).is_some_and(|f| !f.queued.is_empty());
+        0x4 | 0x100 | if queued { 0x1 | 0x40 } else { 0 }
+    }
+
+    /// Whether this file refers to fault object `id` of `ctx`.
+    pub fn is(&self, ctx: &Arc<Context>, id: u32) -> bool {
+        Arc::ptr_eq(&self.ctx, ctx) && self.id == id
+    }
+}
+
+pub(crate) fn fault_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+    let mut cmd: IommuFaultAlloc = uc.read()?;
+    if cmd.flags != 0 {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let id = {
+        let mut g = ctx.lock();
+        let id = g.objs.reserve(ObjType::Fault)?;
+        g.faults.insert(id, Fault::default());
+        // The fd's reference.
+        g.objs.get(id);
+        id
+    };
+    let file = Arc::new(FaultFile { ctx: ctx.clone(), id });
+    let undo = |ctx: &Arc<Context>| {
+        let mut g = ctx.lock();
+        g.faults.remove(&id);
+        g.objs.remove(id);
+    };
+    let fd = match ctx.machine.platform.install_fd(uc.caller, EngineFile::Fault(file), libc_o_rdwr_cloexec()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            undo(ctx);
+            return Err(e);
+        }
+    };
+    cmd.out_fault_id = id;
+    cmd.out_fault_fd = fd as u32;
+    uc.respond(&cmd)?;
+    ctx.lock().objs.publish(id);
+    Ok(0)
+}
+
+/// `O_RDWR | O_CLOEXEC`.
+pub(crate) fn libc_o_rdwr_cloexec() -> i32 {
+    0o2 | 0o2000000
+}
+
+/// Deliver one page request group to the HWPT attached at (dev, pasid).
+pub(crate) fn report_fault(ctx: &Context, g: &mut Ictx, hwpt: u32, group: FaultGroup) {
+    let Some(fid) = fault_of(g, hwpt) else { return };
+    if let Some(f) = g.faults.get_mut(&fid) {
+        f.queued.push_back(group);
+    }
+    let _ = ctx;
+}
+
+/// Drop (answer "invalid") every outstanding fault of an attachment going away.
+pub(crate) fn auto_respond(g: &mut Ictx, hwpt: u32, dev_id: u32, pasid: u32) {
+    let Some(fid) = fault_of(g, hwpt) else { return };
+    if let Some(f) = g.faults.get_mut(&fid) {
+        f.queued.retain(|gr| !(gr.dev_id == dev_id && gr.pasid == pasid));
+        f.awaiting.retain(|_, gr| !(gr.dev_id == dev_id && gr.pasid == pasid));
+    }
+}

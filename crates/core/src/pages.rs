@@ -1,0 +1,217 @@
+//! Page stores (the kernel's `iopt_pages`): a run of PAGE_SIZE pages from one source,
+//! pinned at most once per page however many areas, domains and accesses use it.
+//!
+//! A store counts, per page, how many holders cover it: each *area* of the store holds its
+//! span while its IOAS has at least one domain, and each access pin holds its span. A page
+//! is pinned (machine pin + rlimit charge to the store's owner) when its count goes from 0
+//! to 1 and unpinned when it drops back to 0. Every failure while pinning releases what the
+//! failing call pinned, so the store is exactly as before.
+
+use crate::errno::{Errno, Result};
+use crate::machine::{AcctMode, Machine, Owner};
+use crate::mock::DmaBuf;
+use crate::platform::{Caller, HostFile, HostFileKind, PAGE_SIZE};
+use std::sync::Arc;
+
+/// Where a store's pages come from.
+#[derive(Clone, Debug)]
+pub(crate) enum Source {
+    /// User memory of process `pid` starting at page-aligned `base`.
+    Va { pid: u32, base: u64 },
+    /// A shmem/hugetlbfs file from page offset `pgoff`.
+    File { file: Arc<dyn HostFile>, pgoff: u64 },
+    /// A self-test dma-buf from page offset `pgoff` (MMIO-like: never charged).
+    DmaBuf { buf: Arc<DmaBuf>, pgoff: u64 },
+}
+
+/// Identifies a store inside a context.
+pub(crate) type StoreId = u64;
+
+/// One page store.
+#[derive(Debug)]
+pub(crate) struct Pages {
+    pub source: Source,
+    pub npages: u64,
+    /// Pages are pinned for write (WRITEABLE requested at creation).
+    pub writable: bool,
+    pub owner: Owner,
+    /// Number of areas referencing this store.
+    pub area_refs: u32,
+    /// Physical address of each page while pinned (lazily sized).
+    phys: Vec<u64>,
+    /// Holders per page (lazily sized).
+    holds: Vec<u32>,
+    /// Pages currently pinned (charged).
+    pub npinned: u64,
+}
+
+impl Pages {
+    pub fn new(source: Source, npages: u64, writable: bool, owner: Owner) -> Pages {
+        Pages { source, npages, writable, owner, area_refs: 0, phys: Vec::new(), holds: Vec::new(), npinned: 0 }
+    }
+
+    pub fn is_dmabuf(&self) -> bool {
+        matches!(self.source, Source::DmaBuf { .. })
+    }
+
+    fn ensure_arrays(&mut self) {
+        if self.holds.is_empty() && self.npages > 0 {
+            self.holds = vec![0; self.npages as usize];
+            self.phys = vec![0; self.npages as usize];
+        }
+    }
+
+    /// Physical address of a pinned page.
+    pub fn pinned_phys(&self, idx: u64) -> Option<u64> {
+        self.holds.get(idx as usize).filter(|&&h| h > 0).map(|_| self.phys[idx as usize])
+    }
+
+    /// Resolve pages `first..first+n` from the source (no pin taken).
+    pub fn resolve(&self, machine: &Machine, first: u64, n: usize, out: &mut Vec<u64>) -> Result<()> {
+        match &self.source {
+            Source::Va { pid, base } => {
+                machine.platform.resolve_user_pages(*pid, base + first * PAGE_SIZE, n, self.writable, out)
+            }
+            Source::File { file, pgoff } => {
+                if file.kind() == HostFileKind::Other {
+                    return Err(Errno::EINVAL);
+                }
+                let size = file.size()?;
+                let end = (pgoff + first + n as u64) * PAGE_SIZE;
+                if end > size.div_ceil(PAGE_SIZE) * PAGE_SIZE {
+                    return Err(Errno::EINVAL);
+                }
+                file.resolve_pages(pgoff + first, n, out)
+            }
+            Source::DmaBuf { buf, pgoff } => buf.resolve_pages(pgoff + first, n, out),
+        }
+    }
+
+    /// Add one holder to every page of `[first, last]`, pinning pages that had none.
+    pub fn hold(&mut self, machine: &Machine, first: u64, last: u64) -> Result<()> {
+        debug_assert!(first <= last && last < self.npages);
+        self.ensure_arrays();
+        // Runs of pages that need a new pin.
+        let mut new_phys = Vec::new();
+        let mut idx = first;
+        let mut resolved: Vec<(u64, usize)> = Vec::new();
+        while idx <= last {
+            if self.holds[idx as usize] > 0 {
+                idx += 1;
+                continue;
+            }
+            let start = idx;
+            while idx <= last && self.holds[idx as usize] == 0 {
+                idx += 1;
+            }
+            let n = (idx - start) as usize;
+            self.resolve(machine, start, n, &mut new_phys)?;
+            resolved.push((start, n));
+        }
+        let count = new_phys.len() as u64;
+        if !self.is_dmabuf() {
+            machine.acct().charge(&self.owner, count)?;
+        }
+        machine.pin_pages(&new_phys);
+        let mut it = new_phys.into_iter();
+        for (start, n) in resolved {
+            for i in start..start + n as u64 {
+                self.phys[i as usize] = it.next().unwrap_or(0);
+            }
+        }
+        for i in first..=last {
+            self.holds[i as usize] += 1;
+        }
+        self.npinned += count;
+        Ok(())
+    }
+
+    /// Drop one holder from every page of `[first, last]`, unpinning pages left with none.
+    pub fn release(&mut self, machine: &Machine, first: u64, last: u64) {
+        let mut freed = Vec::new();
+        for i in first..=last {
+            let h = &mut self.holds[i as usize];
+            debug_assert!(*h > 0, "release of unheld page");
+            *h = h.saturating_sub(1);
+            if *h == 0 {
+                freed.push(self.phys[i as usize]);
+                self.phys[i as usize] = 0;
+            }
+        }
+        machine.unpin_pages(&freed);
+        if !self.is_dmabuf() {
+            machine.acct().uncharge(&self.owner, freed.len() as u64);
+        }
+        self.npinned -= freed.len() as u64;
+    }
+
+    /// Read bytes at byte offset `off` of the store (may cross pages).
+    pub fn read(&self, machine: &Machine, mut off: u64, buf: &mut [u8]) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let idx = off / PAGE_SIZE;
+            let in_page = off % PAGE_SIZE;
+            let n = ((PAGE_SIZE - in_page) as usize).min(buf.len() - done);
+            let chunk = &mut buf[done..done + n];
+            self.page_io(machine, idx, in_page, Io::Read(chunk))?;
+            done += n;
+            off += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Write bytes at byte offset `off` of the store (may cross pages).
+    pub fn write(&self, machine: &Machine, mut off: u64, buf: &[u8]) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let idx = off / PAGE_SIZE;
+            let in_page = off % PAGE_SIZE;
+            let n = ((PAGE_SIZE - in_page) as usize).min(buf.len() - done);
+            self.page_io(machine, idx, in_page, Io::Write(&buf[done..done + n]))?;
+            done += n;
+            off += n as u64;
+        }
+        Ok(())
+    }
+
+    fn page_io(&self, machine: &Machine, idx: u64, in_page: u64, io: Io<'_>) -> Result<()> {
+        let p = &machine.platform;
+        if let Some(phys) = self.pinned_phys(idx) {
+            return match io {
+                Io::Read(b) => p.read_phys(phys + in_page, b),
+                Io::Write(b) => p.write_phys(phys + in_page, b),
+            };
+        }
+        match &self.source {
+            Source::Va { pid, base } => {
+                let c = Caller::privileged(*pid);
+                let va = base + idx * PAGE_SIZE + in_page;
+                match io {
+                    Io::Read(b) => p.read_user(&c, va, b),
+                    Io::Write(b) => p.write_user(&c, va, b),
+                }
+            }
+            _ => {
+                let mut v = Vec::with_capacity(1);
+                self.resolve(machine, idx, 1, &mut v)?;
+                let phys = v[0] + in_page;
+                match io {
+                    Io::Read(b) => p.read_phys(phys, b),
+                    Io::Write(b) => p.write_phys(phys, b),
+                }
+            }
+        }
+    }
+}
+
+enum Io<'a> {
+    Read(&'a mut [u8]),
+    Write(&'a [u8]),
+}
+
+/// The owner record for a store created now by `caller` in a context with `mode`.
+pub(crate) fn owner_for(caller: &Caller, mode: AcctMode) -> Owner {
+    let mode = if caller.cap_ipc_lock { AcctMode::None } else { mode };
+    let limit_pages = if caller.memlock_limit == u64::MAX { u64::MAX } else { caller.memlock_limit / PAGE_SIZE };
+    Owner { pid: caller.pid, uid: caller.uid, mode, limit_pages }
+}

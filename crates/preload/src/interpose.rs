@@ -1,0 +1,873 @@
+//! The exported libc entry points.
+//!
+//! Variadic C functions (`open`, `openat`, `ioctl`, `fcntl`) are defined with their optional
+//! argument as an ordinary extra parameter: on x86-64 (and arm64 Linux) a variadic caller
+//! passes it in the same register, and when it was not passed the value is ignored by us and
+//! by the next definition alike. The next definitions are called through their real
+//! (variadic) C types.
+//!
+//! Path matching: exactly `"/dev/iommu"`, whatever the directory fd (an absolute path ignores
+//! it). Everything else, including relative spellings, passes straight through.
+
+use libc::{c_char, c_int, c_uint, c_ulong, c_void, mode_t, nfds_t, off_t, pollfd, size_t, ssize_t};
+use std::sync::Arc;
+use uiommu_core::{Context, EngineFile, Errno};
+
+use crate::fdtable::{self, ShimFile};
+use crate::real::real_fn;
+use crate::sys::{self, Fd};
+use crate::{current_caller, drop_quietly, guard, machine};
+
+type OpenFn = unsafe extern "C" fn(*const c_char, c_int, ...) -> c_int;
+type OpenAtFn = unsafe extern "C" fn(c_int, *const c_char, c_int, ...) -> c_int;
+type Open2Fn = unsafe extern "C" fn(*const c_char, c_int) -> c_int;
+type OpenAt2Fn = unsafe extern "C" fn(c_int, *const c_char, c_int) -> c_int;
+type IoctlFn = unsafe extern "C" fn(c_int, c_ulong, ...) -> c_int;
+type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
+type DupFn = unsafe extern "C" fn(c_int) -> c_int;
+type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
+type Dup3Fn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+type FcntlFn = unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
+type ReadFn = unsafe extern "C" fn(c_int, *mut c_void, size_t) -> ssize_t;
+type WriteFn = unsafe extern "C" fn(c_int, *const c_void, size_t) -> ssize_t;
+type PollFn = unsafe extern "C" fn(*mut pollfd, nfds_t, c_int) -> c_int;
+type PpollFn =
+    unsafe extern "C" fn(*mut pollfd, nfds_t, *const libc::timespec, *const libc::sigset_t) -> c_int;
+type MmapFn = unsafe extern "C" fn(*mut c_void, size_t, c_int, c_int, c_int, off_t) -> *mut c_void;
+type CloseRangeFn = unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int;
+
+real_fn!(real_open, c"open", OpenFn);
+real_fn!(real_open64, c"open64", OpenFn);
+real_fn!(real_openat, c"openat", OpenAtFn);
+real_fn!(real_openat64, c"openat64", OpenAtFn);
+real_fn!(real_open_2, c"__open_2", Open2Fn);
+real_fn!(real_open64_2, c"__open64_2", Open2Fn);
+real_fn!(real_openat_2, c"__openat_2", OpenAt2Fn);
+real_fn!(real_openat64_2, c"__openat64_2", OpenAt2Fn);
+real_fn!(real_ioctl, c"ioctl", IoctlFn);
+real_fn!(real_close, c"close", CloseFn);
+real_fn!(real_dup, c"dup", DupFn);
+real_fn!(real_dup2, c"dup2", Dup2Fn);
+real_fn!(real_dup3, c"dup3", Dup3Fn);
+real_fn!(real_fcntl, c"fcntl", FcntlFn);
+real_fn!(real_fcntl64, c"fcntl64", FcntlFn);
+real_fn!(real_read, c"read", ReadFn);
+real_fn!(real_write, c"write", WriteFn);
+real_fn!(real_poll, c"poll", PollFn);
+real_fn!(real_ppoll, c"ppoll", PpollFn);
+real_fn!(real_mmap, c"mmap", MmapFn);
+real_fn!(real_mmap64, c"mmap64", MmapFn);
+real_fn!(real_close_range, c"close_range", CloseRangeFn);
+
+const DEV_IOMMU: &[u8] = b"/dev/iommu\0";
+
+/// Whether the C string at `path` is exactly "/dev/iommu".
+#[inline]
+unsafe fn is_iommu_path(path: *const c_char) -> bool {
+    if path.is_null() {
+        return false;
+    }
+    for (i, &want) in DEV_IOMMU.iter().enumerate() {
+        // SAFETY: `path` is a NUL-terminated string (the caller's contract with open()); we
+        // stop at the first byte that differs, and DEV_IOMMU ends in NUL, so we never read
+        // past the string's terminator.
+        if unsafe { *path.add(i) } as u8 != want {
+            return false;
+        }
+    }
+    true
+}
+
+fn fail<T>(e: Errno, v: T) -> T {
+    sys::set_errno(e.0);
+    v
+}
+
+/// After the kernel handed out `fd` for a non-engine file.
+#[inline]
+fn new_plain_fd(fd: c_int) -> c_int {
+    if fd >= 0 {
+        fdtable::forget_stale(fd);
+    }
+    fd
+}
+
+/// After `newfd` became a duplicate of `oldfd` (kernel call succeeded).
+fn new_dup_fd(newfd: c_int, old: Option<Arc<ShimFile>>) -> c_int {
+    if newfd < 0 {
+        return newfd;
+    }
+    match old {
+        Some(f) => sys::keep_errno(|| drop_quietly(fdtable::insert(newfd, f))),
+        None => fdtable::forget_stale(newfd),
+    }
+    newfd
+}
+
+/// `open("/dev/iommu", flags)`: a new context, stood for by one end of a socketpair.
+fn open_iommu(flags: c_int) -> c_int {
+    let r = guard(|| {
+        let ctx = Context::open(machine());
+        let [ours, host] = sys::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC).map_err(Errno)?;
+        if flags & libc::O_CLOEXEC == 0 {
+            if let Err(e) = sys::fcntl(ours, libc::F_SETFD, 0) {
+                let _ = sys::close(ours);
+                let _ = sys::close(host);
+                return Err(Errno(e));
+            }
+        }
+        let host = match Fd::private(host) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = sys::close(ours);
+                return Err(Errno(e));
+            }
+        };
+        let stale = fdtable::insert(ours, ShimFile::new(EngineFile::Iommufd(ctx), Some(host)));
+        drop_quietly(stale);
+        Ok(ours)
+    });
+    r.unwrap_or_else(|e| fail(e, -1))
+}
+
+// ---------------------------------------------------------------------------------------
+// open
+// ---------------------------------------------------------------------------------------
+
+unsafe fn sys_openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+    // SAFETY: forwards the caller's arguments unchanged to the kernel, which validates them.
+    unsafe { libc::syscall(libc::SYS_openat, dirfd, path, flags, mode) as c_int }
+}
+
+/// `open(2)`.
+///
+/// # Safety
+/// As for libc's `open`.
+#[no_mangle]
+pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+    // SAFETY: path comes from the caller under open()'s contract.
+    if unsafe { is_iommu_path(path) } {
+        return open_iommu(flags);
+    }
+    // SAFETY: forwarding the caller's arguments to the next open().
+    new_plain_fd(unsafe {
+        match real_open() {
+            Some(f) => f(path, flags, mode as c_uint),
+            None => sys_openat(libc::AT_FDCWD, path, flags, mode),
+        }
+    })
+}
+
+/// `open64(2)`.
+///
+/// # Safety
+/// As for libc's `open64`.
+#[no_mangle]
+pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+    // SAFETY: path comes from the caller under open()'s contract.
+    if unsafe { is_iommu_path(path) } {
+        return open_iommu(flags);
+    }
+    // SAFETY: forwarding the caller's arguments to the next open64().
+    new_plain_fd(unsafe {
+        match real_open64() {
+            Some(f) => f(path, flags, mode as c_uint),
+            None => sys_openat(libc::AT_FDCWD, path, flags, mode),
+        }
+    })
+}
+
+/// `openat(2)`.
+///
+/// # Safety
+/// As for libc's `openat`.
+#[no_mangle]
+pub unsafe extern "C" fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+    // SAFETY: path comes from the caller under openat()'s contract.
+    if unsafe { is_iommu_path(path) } {
+        return open_iommu(flags);
+    }
+    // SAFETY: forwarding the caller's arguments to the next openat().
+    new_plain_fd(unsafe {
+        match real_openat() {
+            Some(f) => f(dirfd, path, flags, mode as c_uint),
+            None => sys_openat(dirfd, path, flags, mode),
+        }
+    })
+}
+
+/// `openat64(2)`.
+///
+/// # Safety
+/// As for libc's `openat64`.
+#[no_mangle]
+pub unsafe extern "C" fn openat64(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+    // SAFETY: path comes from the caller under openat()'s contract.
+    if unsafe { is_iommu_path(path) } {
+        return open_iommu(flags);
+    }
+    // SAFETY: forwarding the caller's arguments to the next openat64().
+    new_plain_fd(unsafe {
+        match real_openat64() {
+            Some(f) => f(dirfd, path, flags, mode as c_uint),
+            None => sys_openat(dirfd, path, flags, mode),
+        }
+    })
+}
+
+/// `__open_2` (`_FORTIFY_SOURCE` open without a mode).
+///
+/// # Safety
+/// As for glibc's `__open_2`.
+#[no_mangle]
+pub unsafe extern "C" fn __open_2(path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: path comes from the caller under open()'s contract.
+    if unsafe { is_iommu_path(path) } {
+        return open_iommu(flags);
+    }
+    // SAFETY: forwarding the caller's arguments.
+    new_plain_fd(unsafe {
+        match real_open_2() {
+            Some(f) => f(path, flags),
+            None => sys_openat(libc::AT_FDCWD, path, flags, 0),
+        }
+    })
+}
+
+/// `__open64_2`.
+///
+/// # Safety
+/// As for glibc's `__open64_2`.
+#[no_mangle]
+pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: path comes from the caller under open()'s contract.
+    if unsafe { is_iommu_path(path) } {
+        return open_iommu(flags);
+    }
+    // SAFETY: forwarding the caller's arguments.
+    new_plain_fd(unsafe {
+        match real_open64_2() {
+            Some(f) => f(path, flags),
+            None => sys_openat(libc::AT_FDCWD, path, flags, 0),
+        }
+    })
+}
+
+/// `__openat_2`.
+///
+/// # Safety
+/// As for glibc's `__openat_2`.
+#[no_mangle]
+pub unsafe extern "C" fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: path comes from the caller under openat()'s contract.
+    if unsafe { is_iommu_path(path) } {
+        return open_iommu(flags);
+    }
+    // SAFETY: forwarding the caller's arguments.
+    new_plain_fd(unsafe {
+        match real_openat_2() {
+            Some(f) => f(dirfd, path, flags),
+            None => sys_openat(dirfd, path, flags, 0),
+        }
+    })
+}
+
+/// `__openat64_2`.
+///
+/// # Safety
+/// As for glibc's `__openat64_2`.
+#[no_mangle]
+pub unsafe extern "C" fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    // SAFETY: path comes from the caller under openat()'s contract.
+    if unsafe { is_iommu_path(path) } {
+        return open_iommu(flags);
+    }
+    // SAFETY: forwarding the caller's arguments.
+    new_plain_fd(unsafe {
+        match real_openat64_2() {
+            Some(f) => f(dirfd, path, flags),
+            None => sys_openat(dirfd, path, flags, 0),
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// ioctl
+// ---------------------------------------------------------------------------------------
+
+unsafe fn pass_ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
+    // SAFETY: forwarding the caller's arguments to the next ioctl() or the kernel.
+    unsafe {
+        match real_ioctl() {
+            Some(f) => f(fd, request, arg),
+            None => libc::syscall(libc::SYS_ioctl, fd, request, arg) as c_int,
+        }
+    }
+}
+
+/// `ioctl(2)`.
+///
+/// # Safety
+/// As for libc's `ioctl`.
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
+    if fdtable::maybe_engine(fd) {
+        if let Some(f) = fdtable::lookup(fd) {
+            // The VFS answers these itself, before the driver; the socket standing for the
+            // file gives the same results.
+            if !matches!(request, libc::FIOCLEX | libc::FIONCLEX | libc::FIONBIO | libc::FIOASYNC) {
+                return engine_ioctl(&f, request, arg);
+            }
+        }
+    }
+    // SAFETY: forwarding the caller's arguments.
+    unsafe { pass_ioctl(fd, request, arg) }
+}
+
+fn engine_ioctl(f: &ShimFile, request: c_ulong, arg: *mut c_void) -> c_int {
+    match &f.file {
+        EngineFile::Iommufd(ctx) => {
+            // The kernel's ioctl command is an unsigned int: the upper bits are dropped.
+            match guard(|| ctx.ioctl(&current_caller(), request as u32, arg as u64)) {
+                Ok(v) => v as c_int,
+                Err(e) => fail(e, -1),
+            }
+        }
+        // Access and dma-buf files have no ioctls the self-tests use.
+        _ => fail(Errno::ENOTTY, -1),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// close, dup, fcntl
+// ---------------------------------------------------------------------------------------
+
+unsafe fn pass_close(fd: c_int) -> c_int {
+    // SAFETY: forwarding the caller's argument.
+    unsafe {
+        match real_close() {
+            Some(f) => f(fd),
+            None => libc::syscall(libc::SYS_close, fd) as c_int,
+        }
+    }
+}
+
+/// `close(2)`.
+///
+/// # Safety
+/// As for libc's `close`.
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if fdtable::is_private(fd) {
+        // One of the shim's own descriptors: the program does not own it.
+        return fail(Errno::EBADF, -1);
+    }
+    let entry = fdtable::remove(fd);
+    // SAFETY: forwarding the caller's argument.
+    let r = unsafe { pass_close(fd) };
+    if entry.is_some() {
+        sys::keep_errno(|| drop_quietly(entry));
+    }
+    r
+}
+
+/// `dup(2)`.
+///
+/// # Safety
+/// As for libc's `dup`.
+#[no_mangle]
+pub unsafe extern "C" fn dup(oldfd: c_int) -> c_int {
+    let old = fdtable::lookup(oldfd);
+    // SAFETY: forwarding the caller's argument.
+    let r = unsafe {
+        match real_dup() {
+            Some(f) => f(oldfd),
+            None => libc::syscall(libc::SYS_dup, oldfd) as c_int,
+        }
+    };
+    new_dup_fd(r, old)
+}
+
+/// Shared by dup2/dup3: `newfd` is replaced atomically by the kernel.
+fn dup_onto(oldfd: c_int, newfd: c_int, call: impl FnOnce() -> c_int) -> c_int {
+    if fdtable::is_private(newfd) {
+        // Would silently replace one of the shim's descriptors; EBUSY is dup2's documented
+        // "try again" answer for a number in transition.
+        return fail(Errno::EBUSY, -1);
+    }
+    let old = fdtable::lookup(oldfd);
+    let r = call();
+    if r < 0 || oldfd == newfd {
+        return r;
+    }
+    let replaced = match old {
+        Some(f) => fdtable::insert(newfd, f),
+        None => fdtable::remove(newfd),
+    };
+    sys::keep_errno(|| drop_quietly(replaced));
+    r
+}
+
+/// `dup2(2)`.
+///
+/// # Safety
+/// As for libc's `dup2`.
+#[no_mangle]
+pub unsafe extern "C" fn dup2(oldfd: c_int, newfd: c_int) -> c_int {
+    dup_onto(oldfd, newfd, || {
+        // SAFETY: forwarding the caller's arguments.
+        unsafe {
+            match real_dup2() {
+                Some(f) => f(oldfd, newfd),
+                None => libc::syscall(libc::SYS_dup2, oldfd, newfd) as c_int,
+            }
+        }
+    })
+}
+
+/// `dup3(2)`.
+///
+/// # Safety
+/// As for libc's `dup3`.
+#[no_mangle]
+pub unsafe extern "C" fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int {
+    dup_onto(oldfd, newfd, || {
+        // SAFETY: forwarding the caller's arguments.
+        unsafe {
+            match real_dup3() {
+                Some(f) => f(oldfd, newfd, flags),
+                None => libc::syscall(libc::SYS_dup3, oldfd, newfd, flags) as c_int,
+            }
+        }
+    })
+}
+
+fn fcntl_common(fd: c_int, cmd: c_int, arg: c_ulong, next: Option<FcntlFn>) -> c_int {
+    let is_dup = cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC;
+    let old = if is_dup { fdtable::lookup(fd) } else { None };
+    // SAFETY: forwarding the caller's arguments (the third one as the machine word the
+    // caller passed, pointer or integer).
+    let r = unsafe {
+        match next {
+            Some(f) => f(fd, cmd, arg),
+            None => libc::syscall(libc::SYS_fcntl, fd, cmd, arg) as c_int,
+        }
+    };
+    if is_dup {
+        new_dup_fd(r, old)
+    } else {
+        r
+    }
+}
+
+/// `fcntl(2)`.
+///
+/// # Safety
+/// As for libc's `fcntl`.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    fcntl_common(fd, cmd, arg, real_fcntl())
+}
+
+/// `fcntl64` (glibc ≥ 2.28).
+///
+/// # Safety
+/// As for libc's `fcntl`.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    fcntl_common(fd, cmd, arg, real_fcntl64().or_else(real_fcntl))
+}
+
+/// Closes `[first, last]` except the shim's private descriptors.
+unsafe fn close_range_skipping_private(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    let call = |a: c_uint, b: c_uint| -> c_int {
+        // SAFETY: close_range has no memory arguments.
+        unsafe {
+            match real_close_range() {
+                Some(f) => f(a, b, flags),
+                None => libc::syscall(libc::SYS_close_range, a, b, flags) as c_int,
+            }
+        }
+    };
+    let mut ret = 0;
+    let mut lo = first;
+    let scan_end = last.min(fdtable::FLAG_FDS as c_uint - 1);
+    let mut fd = first;
+    while fd <= scan_end {
+        if fdtable::is_private(fd as c_int) {
+            if fd > lo {
+                let r = call(lo, fd - 1);
+                if r < 0 && ret == 0 {
+                    ret = r;
+                }
+            }
+            lo = fd + 1;
+        }
+        fd += 1;
+    }
+    if lo <= last && lo >= first {
+        let r = call(lo, last);
+        if r < 0 && ret == 0 {
+            ret = r;
+        }
+    }
+    ret
+}
+
+/// `close_range(2)` (glibc ≥ 2.34).
+///
+/// # Safety
+/// As for libc's `close_range`.
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    if first > last {
+        return fail(Errno::EINVAL, -1);
+    }
+    if flags as c_uint & libc::CLOSE_RANGE_CLOEXEC != 0 {
+        // Only sets close-on-exec; the shim's descriptors have it anyway.
+        // SAFETY: close_range has no memory arguments.
+        return unsafe {
+            match real_close_range() {
+                Some(f) => f(first, last, flags),
+                None => libc::syscall(libc::SYS_close_range, first, last, flags) as c_int,
+            }
+        };
+    }
+    // SAFETY: as above.
+    let r = unsafe { close_range_skipping_private(first, last, flags) };
+    if r == 0 {
+        let gone = fdtable::remove_range(first, last);
+        sys::keep_errno(|| drop_quietly(gone));
+    }
+    r
+}
+
+/// `closefrom(3)` (glibc ≥ 2.34).
+///
+/// # Safety
+/// As for libc's `closefrom`.
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(lowfd: c_int) {
+    if lowfd >= 0 {
+        // SAFETY: plain integer arguments.
+        unsafe { close_range(lowfd as c_uint, c_uint::MAX, 0) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// read, write
+// ---------------------------------------------------------------------------------------
+
+/// `read(2)`.
+///
+/// # Safety
+/// As for libc's `read`.
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    if fdtable::maybe_engine(fd) {
+        if let Some(f) = fdtable::lookup(fd) {
+            return match guard(|| f.file.read(&current_caller(), buf as u64, count)) {
+                Ok(n) => n as ssize_t,
+                Err(e) => fail(e, -1),
+            };
+        }
+    }
+    // SAFETY: forwarding the caller's arguments.
+    unsafe {
+        match real_read() {
+            Some(f) => f(fd, buf, count),
+            None => libc::syscall(libc::SYS_read, fd, buf, count) as ssize_t,
+        }
+    }
+}
+
+/// `write(2)`.
+///
+/// # Safety
+/// As for libc's `write`.
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    if fdtable::maybe_engine(fd) {
+        if let Some(f) = fdtable::lookup(fd) {
+            return match guard(|| f.file.write(&current_caller(), buf as u64, count)) {
+                Ok(n) => n as ssize_t,
+                Err(e) => fail(e, -1),
+            };
+        }
+    }
+    // SAFETY: forwarding the caller's arguments.
+    unsafe {
+        match real_write() {
+            Some(f) => f(fd, buf, count),
+            None => libc::syscall(libc::SYS_write, fd, buf, count) as ssize_t,
+        }
+    }
+}
+
+/// `__read_chk` (`_FORTIFY_SOURCE` read).
+///
+/// # Safety
+/// As for glibc's `__read_chk`.
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(fd: c_int, buf: *mut c_void, count: size_t, buflen: size_t) -> ssize_t {
+    if count > buflen {
+        // glibc's __chk_fail: a buffer overflow was about to happen.
+        eprintln_raw(b"*** buffer overflow detected ***: terminated\n");
+        // SAFETY: abort has no preconditions.
+        unsafe { libc::abort() };
+    }
+    // SAFETY: the caller's arguments, checked as glibc would.
+    unsafe { read(fd, buf, count) }
+}
+
+fn eprintln_raw(msg: &[u8]) {
+    // SAFETY: writes a live byte slice to fd 2.
+    unsafe { libc::syscall(libc::SYS_write, 2, msg.as_ptr(), msg.len()) };
+}
+
+// ---------------------------------------------------------------------------------------
+// poll
+// ---------------------------------------------------------------------------------------
+
+/// Poll bits the kernel always reports, whatever was requested.
+const ALWAYS: i16 = libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
+
+/// Engine entries of a poll set: `None` when there are none (the fast path).
+///
+/// # Safety
+/// `fds` must point to `nfds` readable `pollfd`s (or be anything when `nfds` is 0).
+unsafe fn engine_entries(fds: *const pollfd, nfds: nfds_t) -> Option<Vec<Option<Arc<ShimFile>>>> {
+    if fds.is_null() || nfds == 0 || nfds > 1 << 20 {
+        return None;
+    }
+    // SAFETY: per the contract, fds[0..nfds] are readable.
+    let set = unsafe { std::slice::from_raw_parts(fds, nfds as usize) };
+    if !set.iter().any(|p| fdtable::maybe_engine(p.fd)) {
+        return None;
+    }
+    let v: Vec<_> = set.iter().map(|p| fdtable::lookup(p.fd)).collect();
+    v.iter().any(Option::is_some).then_some(v)
+}
+
+/// Polls a set that has engine entries: they are answered from the engine, the rest by the
+/// kernel (without waiting when an engine entry is ready).
+///
+/// # Safety
+/// `fds` must point to `nfds` readable and writable `pollfd`s.
+unsafe fn poll_mixed(
+    fds: *mut pollfd,
+    nfds: nfds_t,
+    ours: Vec<Option<Arc<ShimFile>>>,
+    wait: impl FnOnce(*mut pollfd, nfds_t, bool) -> c_int,
+) -> c_int {
+    // SAFETY: per the contract.
+    let set = unsafe { std::slice::from_raw_parts_mut(fds, nfds as usize) };
+    let mut copy: Vec<pollfd> = set.to_vec();
+    let mut ready = 0;
+    for (p, f) in copy.iter_mut().zip(&ours) {
+        if let Some(f) = f {
+            let bits = guard(|| Ok(f.file.poll())).unwrap_or(libc::POLLERR as u32) as i16;
+            p.revents = bits & (p.events | ALWAYS);
+            if p.revents != 0 {
+                ready += 1;
+            }
+            p.fd = -1; // the kernel ignores negative fds (and reports 0 for them)
+        }
+    }
+    let others = ours.iter().any(Option::is_none);
+    let saved: Vec<i16> = copy.iter().map(|p| p.revents).collect();
+    let r = if others || ready == 0 { wait(copy.as_mut_ptr(), nfds, ready > 0) } else { 0 };
+    if r < 0 && ready == 0 {
+        return r;
+    }
+    for ((dst, src), (f, ourbits)) in set.iter_mut().zip(&copy).zip(ours.iter().zip(saved)) {
+        dst.revents = if f.is_some() { ourbits } else if r < 0 { 0 } else { src.revents };
+    }
+    ready + r.max(0)
+}
+
+unsafe fn pass_poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
+    // SAFETY: forwarding the caller's arguments.
+    unsafe {
+        match real_poll() {
+            Some(f) => f(fds, nfds, timeout),
+            None => libc::syscall(
+                libc::SYS_ppoll,
+                fds,
+                nfds,
+                if timeout < 0 {
+                    std::ptr::null::<libc::timespec>()
+                } else {
+                    &libc::timespec { tv_sec: (timeout / 1000) as _, tv_nsec: ((timeout % 1000) * 1_000_000) as _ }
+                },
+                std::ptr::null::<libc::sigset_t>(),
+                8usize,
+            ) as c_int,
+        }
+    }
+}
+
+/// `poll(2)`.
+///
+/// # Safety
+/// As for libc's `poll`.
+#[no_mangle]
+pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
+    // SAFETY: poll's contract: fds points to nfds pollfds.
+    match unsafe { engine_entries(fds, nfds) } {
+        // SAFETY: as above.
+        None => unsafe { pass_poll(fds, nfds, timeout) },
+        // SAFETY: as above; the closure forwards a private copy of the set.
+        Some(ours) => unsafe {
+            poll_mixed(fds, nfds, ours, |p, n, now| pass_poll(p, n, if now { 0 } else { timeout }))
+        },
+    }
+}
+
+unsafe fn pass_ppoll(
+    fds: *mut pollfd,
+    nfds: nfds_t,
+    tmo: *const libc::timespec,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: forwarding the caller's arguments.
+    unsafe {
+        match real_ppoll() {
+            Some(f) => f(fds, nfds, tmo, sigmask),
+            None => libc::syscall(libc::SYS_ppoll, fds, nfds, tmo, sigmask, 8usize) as c_int,
+        }
+    }
+}
+
+/// `ppoll(2)`.
+///
+/// # Safety
+/// As for libc's `ppoll`.
+#[no_mangle]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut pollfd,
+    nfds: nfds_t,
+    tmo: *const libc::timespec,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: ppoll's contract: fds points to nfds pollfds.
+    match unsafe { engine_entries(fds, nfds) } {
+        // SAFETY: as above.
+        None => unsafe { pass_ppoll(fds, nfds, tmo, sigmask) },
+        // SAFETY: as above; the closure forwards a private copy of the set.
+        Some(ours) => unsafe {
+            poll_mixed(fds, nfds, ours, |p, n, now| {
+                let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+                pass_ppoll(p, n, if now { &zero } else { tmo }, sigmask)
+            })
+        },
+    }
+}
+
+/// `__poll_chk` (`_FORTIFY_SOURCE` poll).
+///
+/// # Safety
+/// As for glibc's `__poll_chk`.
+#[no_mangle]
+pub unsafe extern "C" fn __poll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: c_int, fdslen: size_t) -> c_int {
+    if fdslen / std::mem::size_of::<pollfd>() < nfds as usize {
+        eprintln_raw(b"*** buffer overflow detected ***: terminated\n");
+        // SAFETY: abort has no preconditions.
+        unsafe { libc::abort() };
+    }
+    // SAFETY: the caller's arguments, checked as glibc would.
+    unsafe { poll(fds, nfds, timeout) }
+}
+
+/// `__ppoll_chk` (`_FORTIFY_SOURCE` ppoll).
+///
+/// # Safety
+/// As for glibc's `__ppoll_chk`.
+#[no_mangle]
+pub unsafe extern "C" fn __ppoll_chk(
+    fds: *mut pollfd,
+    nfds: nfds_t,
+    tmo: *const libc::timespec,
+    sigmask: *const libc::sigset_t,
+    fdslen: size_t,
+) -> c_int {
+    if fdslen / std::mem::size_of::<pollfd>() < nfds as usize {
+        eprintln_raw(b"*** buffer overflow detected ***: terminated\n");
+        // SAFETY: abort has no preconditions.
+        unsafe { libc::abort() };
+    }
+    // SAFETY: the caller's arguments, checked as glibc would.
+    unsafe { ppoll(fds, nfds, tmo, sigmask) }
+}
+
+// ---------------------------------------------------------------------------------------
+// mmap
+// ---------------------------------------------------------------------------------------
+
+fn engine_mmap(f: &ShimFile, len: size_t, prot: c_int, flags: c_int, off: off_t) -> Option<*mut c_void> {
+    match &f.file {
+        EngineFile::Iommufd(ctx) => {
+            let r = guard(|| ctx.mmap(len as u64, prot, flags, off as u64).map(|_| ()));
+            // TODO(engine): once Context::mmap says what backs the region, map it here.
+            // Until then a successful answer cannot be honoured.
+            Some(fail(r.err().unwrap_or(Errno::ENODEV), libc::MAP_FAILED))
+        }
+        // Other engine files: the standing-in descriptor answers (an eventfd refuses mmap with
+        // ENODEV, like the kernel's anonymous files without an mmap op).
+        _ => None,
+    }
+}
+
+/// `mmap(2)`.
+///
+/// # Safety
+/// As for libc's `mmap`.
+#[no_mangle]
+pub unsafe extern "C" fn mmap(
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: off_t,
+) -> *mut c_void {
+    if fd >= 0 && flags & libc::MAP_ANONYMOUS == 0 && fdtable::maybe_engine(fd) {
+        if let Some(p) = fdtable::lookup(fd).and_then(|f| engine_mmap(&f, len, prot, flags, off)) {
+            return p;
+        }
+    }
+    // SAFETY: forwarding the caller's arguments.
+    unsafe {
+        match real_mmap() {
+            Some(f) => f(addr, len, prot, flags, fd, off),
+            None => libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut c_void,
+        }
+    }
+}
+
+/// `mmap64`.
+///
+/// # Safety
+/// As for libc's `mmap64`.
+#[no_mangle]
+pub unsafe extern "C" fn mmap64(
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: off_t,
+) -> *mut c_void {
+    if fd >= 0 && flags & libc::MAP_ANONYMOUS == 0 && fdtable::maybe_engine(fd) {
+        if let Some(p) = fdtable::lookup(fd).and_then(|f| engine_mmap(&f, len, prot, flags, off)) {
+            return p;
+        }
+    }
+    // SAFETY: forwarding the caller's arguments.
+    unsafe {
+        match real_mmap64().or_else(real_mmap) {
+            Some(f) => f(addr, len, prot, flags, fd, off),
+            None => libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut c_void,
+        }
+    }
+}
