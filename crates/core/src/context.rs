@@ -86,6 +86,17 @@ impl Context {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Check the engine's internal invariants (areas, stores, pins, domains); for tests
+    /// and fuzzers. Returns a description of the first violation.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        self.lock().check_invariants()
+    }
+
+    /// Number of objects (any state) the context holds.
+    pub fn object_count(&self) -> usize {
+        self.lock().objs.len()
+    }
+
     /// `ioctl(fd, cmd, arg)`: returns the ioctl's non-negative result or an errno.
     pub fn ioctl(self: &Arc<Self>, caller: &Caller, cmd: u32, arg: u64) -> Result<i64> {
         let nr = (cmd & 0xff) as u8;
@@ -168,6 +179,10 @@ impl Context {
         loop {
             let mut progress = false;
             for (id, ty) in g.objs.live_ids() {
+                // An earlier destroy in this pass may have taken this one with it.
+                if g.objs.type_of(id) != Ok(ty) {
+                    continue;
+                }
                 if g.objs.users(id) == 0 && self.destroy_object(&mut g, id, ty).is_ok() {
                     progress = true;
                 }

@@ -383,3 +383,94 @@ impl Ictx {
         self.ioas.get_mut(&ioas_id).expect("ioas").areas.get_mut(&area_iova).expect("area").revoked = true;
     }
 }
+
+impl Ictx {
+    /// Check the invariants listed in the module comment; a description of the first
+    /// violation on failure.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        use std::collections::HashMap;
+        let mut refs: HashMap<u64, u32> = HashMap::new();
+        let mut holds: HashMap<u64, Vec<u32>> = HashMap::new();
+        for (&sid, s) in &self.stores {
+            holds.insert(sid, vec![0; s.npages as usize]);
+        }
+        for (&id, ioas) in &self.ioas {
+            let mut prev: Option<&Area> = None;
+            for (&k, a) in &ioas.areas {
+                if k != a.iova || a.last < a.iova {
+                    return Err(format!("ioas {id}: bad area key {k:#x}"));
+                }
+                if let Some(p) = prev {
+                    if p.last >= a.iova {
+                        return Err(format!("ioas {id}: areas overlap at {:#x}", a.iova));
+                    }
+                }
+                prev = Some(a);
+                let s = self.stores.get(&a.store).ok_or(format!("area {k:#x}: no store"))?;
+                if a.offset + a.len() > s.npages * PAGE_SIZE {
+                    return Err(format!("area {k:#x}: outside its store"));
+                }
+                *refs.entry(a.store).or_default() += 1;
+                if !ioas.domains.is_empty() && !a.revoked {
+                    let (f, l) = a.page_span();
+                    for i in f..=l {
+                        holds.get_mut(&a.store).expect("store")[i as usize] += 1;
+                    }
+                }
+                if a.num_accesses == 0 && a.prevent_access {
+                    return Err(format!("area {k:#x}: access prevented without accesses"));
+                }
+            }
+            for &d in &ioas.domains {
+                let h = self.hwpt.get(&d).ok_or(format!("ioas {id}: missing domain {d}"))?;
+                let want: u64 = ioas.areas.values().filter(|a| !a.revoked).map(|a| a.len()).sum();
+                if h.pt.mapped_bytes() != want {
+                    return Err(format!("domain {d}: maps {} bytes, areas {}", h.pt.mapped_bytes(), want));
+                }
+                for a in ioas.areas.values().filter(|a| !a.revoked) {
+                    for (iova, phys, _) in area_runs(self, a, false) {
+                        if h.pt.iova_to_phys(iova).map(|x| x.0) != Some(phys) {
+                            return Err(format!("domain {d}: wrong translation at {iova:#x}"));
+                        }
+                    }
+                }
+            }
+        }
+        for (&aid, acc) in &self.accesses {
+            let Some(ioas) = acc.ioas else { continue };
+            for it in &acc.items {
+                let io = &self.ioas[&ioas];
+                for k in io.areas_in(it.iova, it.iova + it.length - 1) {
+                    let a = &io.areas[&k];
+                    let s = it.iova.max(a.iova);
+                    let l = (it.iova + it.length - 1).min(a.last);
+                    let f = (a.offset + (s - a.iova)) / PAGE_SIZE;
+                    let lp = (a.offset + (l - a.iova)) / PAGE_SIZE;
+                    for i in f..=lp {
+                        holds.get_mut(&a.store).expect("store")[i as usize] += 1;
+                    }
+                }
+                let _ = aid;
+            }
+        }
+        for (&sid, s) in &self.stores {
+            if refs.get(&sid).copied().unwrap_or(0) != s.area_refs {
+                return Err(format!("store {sid}: area_refs {} but {} areas", s.area_refs, refs.get(&sid).copied().unwrap_or(0)));
+            }
+            let want = &holds[&sid];
+            let mut pinned = 0;
+            for (i, &w) in want.iter().enumerate() {
+                if s.holds_of(i as u64) != w {
+                    return Err(format!("store {sid} page {i}: {} holds, expected {w}", s.holds_of(i as u64)));
+                }
+                if w > 0 {
+                    pinned += 1;
+                }
+            }
+            if pinned != s.npinned {
+                return Err(format!("store {sid}: npinned {} expected {pinned}", s.npinned));
+            }
+        }
+        Ok(())
+    }
+}

@@ -61,6 +61,11 @@ impl Pages {
         }
     }
 
+    /// Holders of one page.
+    pub fn holds_of(&self, idx: u64) -> u32 {
+        self.holds.get(idx as usize).copied().unwrap_or(0)
+    }
+
     /// Physical address of a pinned page.
     pub fn pinned_phys(&self, idx: u64) -> Option<u64> {
         self.holds.get(idx as usize).filter(|&&h| h > 0).map(|_| self.phys[idx as usize])
