@@ -474,3 +474,41 @@ impl Ictx {
         Ok(())
     }
 }
+
+impl Ictx {
+    /// VFIO type1 v1 cut: split the area containing `c` into `[first, c]` and
+    /// `[c + 1, last]` sharing its store (io_pagetable.md §8).
+    pub fn split_at(&mut self, ioas_id: u32, c: u64) -> Result<()> {
+        let align = self.iova_alignment(ioas_id);
+        let ioas = &self.ioas[&ioas_id];
+        let Some(a) = ioas.area_at(c).cloned() else { return Ok(()) };
+        if c == a.iova || c == a.last {
+            return Ok(());
+        }
+        if a.prevent_access {
+            return Err(Errno::EBUSY);
+        }
+        if self.stores[&a.store].is_dmabuf() {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let new_start = c + 1;
+        let start_byte = a.offset + (new_start - a.iova);
+        if new_start % align != 0 || start_byte % align != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if a.num_accesses > 0 || (!ioas.domains.is_empty() && ioas.large_pages) {
+            return Err(Errno::EINVAL);
+        }
+        let mut lhs = a.clone();
+        lhs.last = c;
+        let mut rhs = a;
+        rhs.iova = new_start;
+        rhs.offset = start_byte;
+        let store = rhs.store;
+        let ioas = self.ioas.get_mut(&ioas_id).expect("ioas");
+        ioas.areas.insert(lhs.iova, lhs);
+        ioas.areas.insert(rhs.iova, rhs);
+        self.stores.get_mut(&store).expect("store").area_refs += 1;
+        Ok(())
+    }
+}
