@@ -26,6 +26,8 @@ pub(crate) struct Access {
     pub needs_pin: bool,
     pub items: Vec<AccessItem>,
     pub next_item: u32,
+    /// Internal (HW queue) access: its pins lock areas and it gets no unmap callbacks.
+    pub internal: bool,
 }
 
 /// An open self-test access fd; closing it destroys the access.
@@ -112,6 +114,9 @@ use crate::object::ObjType;
 pub(crate) fn unmap_notify(g: &mut Ictx, m: &Machine, id: u32, iova: u64, length: u64) {
     let last = iova.saturating_add(length.saturating_sub(1));
     let Some(a) = g.accesses.get_mut(&id) else { return };
+    if a.internal {
+        return;
+    }
     let (drop_items, keep): (Vec<_>, Vec<_>) =
         a.items.drain(..).partition(|it| crate::iova::overlaps((it.iova, it.iova + it.length - 1), (iova, last)));
     a.items = keep;
@@ -171,17 +176,27 @@ pub(crate) fn pin(g: &mut Ictx, m: &Machine, id: u32, iova: u64, length: u64, wr
         let lastp = (a.offset + (l - a.iova)) / PAGE_SIZE;
         let store = g.stores.get_mut(&a.store).expect("store");
         if let Err(e) = store.hold(m, first, lastp) {
+            let internal = g.accesses[&id].internal;
             for (k, f, l) in held {
                 let st = g.ioas[&ioas].areas[&k].store;
                 g.stores.get_mut(&st).expect("store").release(m, f, l);
-                g.ioas.get_mut(&ioas).expect("ioas").areas.get_mut(&k).expect("area").num_accesses -= 1;
+                let area = g.ioas.get_mut(&ioas).expect("ioas").areas.get_mut(&k).expect("area");
+                area.num_accesses -= 1;
+                if internal {
+                    area.num_locks -= 1;
+                }
             }
             return Err(e);
         }
         for p in first..=lastp {
             phys.push(store.pinned_phys(p).unwrap_or(0));
         }
-        g.ioas.get_mut(&ioas).expect("ioas").areas.get_mut(&k).expect("area").num_accesses += 1;
+        let internal = g.accesses[&id].internal;
+        let area = g.ioas.get_mut(&ioas).expect("ioas").areas.get_mut(&k).expect("area");
+        area.num_accesses += 1;
+        if internal {
+            area.num_locks += 1;
+        }
         held.push((k, first, lastp));
     }
     Ok(phys)
@@ -195,9 +210,13 @@ pub(crate) fn unpin(g: &mut Ictx, m: &Machine, id: u32, iova: u64, length: u64) 
         debug_assert!(false, "unpin of a range that is not mapped");
         return;
     };
+    let internal = g.accesses[&id].internal;
     for (k, s, l) in ps {
         let a = g.ioas.get_mut(&ioas).expect("ioas").areas.get_mut(&k).expect("area");
         a.num_accesses -= 1;
+        if internal {
+            a.num_locks -= 1;
+        }
         if a.num_accesses == 0 {
             a.prevent_access = false;
         }

@@ -36,6 +36,10 @@ pub(crate) struct Ictx {
     pub selftests: BTreeMap<u32, Selftest>,
     pub accesses: BTreeMap<u32, Access>,
     pub faults: BTreeMap<u32, Fault>,
+    pub viommus: BTreeMap<u32, crate::viommu::Viommu>,
+    pub vdevices: BTreeMap<u32, crate::viommu::Vdevice>,
+    pub veventqs: BTreeMap<u32, crate::viommu::Veventq>,
+    pub hw_queues: BTreeMap<u32, crate::viommu::HwQueue>,
     pub stores: BTreeMap<StoreId, Pages>,
     pub next_store: StoreId,
     pub acct_mode: Option<AcctMode>,
@@ -84,6 +88,21 @@ impl Context {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Ictx> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `mmap(addr, len, prot, flags, fd, offset)` on the iommufd: checks in the kernel's
+    /// order, then the vIOMMU region at exactly `offset` with exactly `len` (ENXIO
+    /// otherwise). The returned hold keeps the region's owner busy until dropped.
+    pub fn mmap(self: &Arc<Self>, len: u64, prot: i32, flags: i32, offset: u64) -> Result<crate::MmapRegion> {
+        const PROT_EXEC: i32 = 0x4;
+        const MAP_SHARED: i32 = 0x1;
+        if flags & MAP_SHARED == 0 {
+            return Err(Errno::EINVAL);
+        }
+        if prot & PROT_EXEC != 0 {
+            return Err(Errno::EPERM);
+        }
+        crate::viommu::mmap(self, len, offset)
     }
 
     /// Check the engine's internal invariants (areas, stores, pins, domains); for tests
@@ -139,9 +158,11 @@ impl Context {
             IOMMUFD_CMD_FAULT_QUEUE_ALLOC => crate::hw_pagetable::fault_alloc(self, uc),
             IOMMUFD_CMD_IOAS_CHANGE_PROCESS => crate::ioas::change_process(self, uc),
             uiommu_uapi::test::IOMMU_TEST_CMD_NR => crate::mock::selftest::test_cmd(self, uc),
-            // VIOMMU_ALLOC, VDEVICE_ALLOC, VEVENTQ_ALLOC, HW_QUEUE_ALLOC: decoded and
-            // validated like the kernel up to the object lookups (see viommu).
-            _ => crate::device::viommu_family(self, nr, uc),
+            IOMMUFD_CMD_VIOMMU_ALLOC => crate::viommu::viommu_alloc(self, uc),
+            IOMMUFD_CMD_VDEVICE_ALLOC => crate::viommu::vdevice_alloc(self, uc),
+            IOMMUFD_CMD_VEVENTQ_ALLOC => crate::viommu::veventq_alloc(self, uc),
+            IOMMUFD_CMD_HW_QUEUE_ALLOC => crate::viommu::hw_queue_alloc(self, uc),
+            _ => Err(Errno::ENOTTY),
         }
     }
 
@@ -165,9 +186,12 @@ impl Context {
             ObjType::HwptNested => crate::hw_pagetable::destroy_nested(g, id),
             ObjType::Selftest => crate::device::destroy_selftest(self, g, id),
             ObjType::Fault => crate::hw_pagetable::destroy_fault(g, id),
+            ObjType::Viommu => crate::viommu::destroy_viommu(g, id),
+            ObjType::Vdevice => crate::viommu::destroy_vdevice(g, id),
+            ObjType::Veventq => crate::viommu::destroy_veventq(g, id),
+            ObjType::HwQueue => crate::viommu::destroy_hw_queue(self, g, id),
             // Devices go with their self-test object; accesses with their fd.
             ObjType::Device | ObjType::Access => return Err(Errno::EBUSY),
-            _ => {}
         }
         g.objs.remove(id);
         Ok(())

@@ -28,6 +28,8 @@ pub(crate) struct Device {
     pub attached: BTreeMap<u32, u32>,
     /// Mock driver: pasid 1024 fails its next set (one-shot, see selftest_mock.md §2).
     pub pasid_fail_armed: bool,
+    /// Mock driver: (vIOMMU, virt_id) of the vIOMMU-based nested HWPT on the RID.
+    pub viommu_assoc: Option<(u32, u64)>,
 }
 
 impl Device {
@@ -104,6 +106,11 @@ fn check_attach(g: &mut Ictx, dev: u32, pasid: u32, hwpt: u32) -> Result<()> {
     if is_dirty_domain(g, hwpt) && !d.dirty_capable() {
         return Err(Errno::EINVAL);
     }
+    let assoc = match g.nested.get(&hwpt).and_then(|n| n.viommu) {
+        Some(v) => Some((v, crate::viommu::vdevice_of(g, v, dev).ok_or(Errno::ENOENT)?.1)),
+        None => None,
+    };
+    g.devices.get_mut(&dev).expect("device").viommu_assoc = assoc;
     Ok(())
 }
 
@@ -287,6 +294,7 @@ pub(crate) fn mock_domain(ctx: &Context, g: &mut Ictx, pt_id: u32, dev_flags: u3
             cache: [t::IOMMU_TEST_DEV_CACHE_DEFAULT; 4],
             attached: BTreeMap::new(),
             pasid_fail_armed: false,
+            viommu_assoc: None,
         },
     );
     // The driver's binding reference.
@@ -318,6 +326,12 @@ pub(crate) fn destroy_selftest(ctx: &Context, g: &mut Ictx, stdev: u32) {
     let pasids: Vec<u32> = g.devices[&dev].attached.keys().copied().collect();
     for p in pasids {
         detach(ctx, g, dev, p);
+    }
+    // Unbind: the device's vDEVICE is destroyed by force and its id tombstoned.
+    let vdevs: Vec<u32> = g.vdevices.iter().filter(|(_, v)| v.dev == dev).map(|(&id, _)| id).collect();
+    for v in vdevs {
+        crate::viommu::destroy_vdevice(g, v);
+        g.objs.tombstone(v);
     }
     g.devices.remove(&dev);
     g.objs.remove(dev);
@@ -358,52 +372,4 @@ pub(crate) fn get_hw_info(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     drop(g);
     uc.respond(&cmd)?;
     Ok(0)
-}
-
-/// VIOMMU_ALLOC, VDEVICE_ALLOC, VEVENTQ_ALLOC, HW_QUEUE_ALLOC.
-///
-/// vIOMMU objects are not modelled yet: every check the kernel makes before it needs a
-/// vIOMMU is made, and since no vIOMMU can exist, lookups of one fail with ENOENT and
-/// VIOMMU_ALLOC itself reports the driver as lacking vIOMMU support (EOPNOTSUPP).
-pub(crate) fn viommu_family(ctx: &Arc<Context>, nr: u8, uc: &Ucmd<'_>) -> Result<i64> {
-    let g = ctx.lock();
-    match nr {
-        IOMMUFD_CMD_VIOMMU_ALLOC => {
-            let cmd: IommuViommuAlloc = uc.read()?;
-            if cmd.flags != 0 || cmd.type_ == IOMMU_VIOMMU_TYPE_DEFAULT {
-                return Err(Errno::EOPNOTSUPP);
-            }
-            g.objs.expect(cmd.dev_id, ObjType::Device)?;
-            Err(Errno::EOPNOTSUPP)
-        }
-        IOMMUFD_CMD_VDEVICE_ALLOC => {
-            let cmd: IommuVdeviceAlloc = uc.read()?;
-            g.objs.expect(cmd.viommu_id, ObjType::Viommu)?;
-            Err(Errno::ENOENT)
-        }
-        IOMMUFD_CMD_VEVENTQ_ALLOC => {
-            let cmd: IommuVeventqAlloc = uc.read()?;
-            if cmd.flags != 0 || cmd.reserved != 0 || cmd.type_ == IOMMU_VEVENTQ_TYPE_DEFAULT {
-                return Err(Errno::EOPNOTSUPP);
-            }
-            if cmd.veventq_depth == 0 || cmd.veventq_depth > 1 << 19 {
-                return Err(Errno::EINVAL);
-            }
-            g.objs.expect(cmd.viommu_id, ObjType::Viommu)?;
-            Err(Errno::ENOENT)
-        }
-        IOMMUFD_CMD_HW_QUEUE_ALLOC => {
-            let cmd: IommuHwQueueAlloc = uc.read()?;
-            if cmd.flags != 0 || cmd.type_ == IOMMU_HW_QUEUE_TYPE_DEFAULT {
-                return Err(Errno::EOPNOTSUPP);
-            }
-            if cmd.length == 0 {
-                return Err(Errno::EINVAL);
-            }
-            cmd.nesting_parent_iova.checked_add(cmd.length - 1).ok_or(Errno::EOVERFLOW)?;
-            g.objs.expect(cmd.viommu_id, ObjType::Viommu)?;
-            Err(Errno::ENOENT)
-        }
-        _ => Err(Errno::ENOTTY),
-    }
 }

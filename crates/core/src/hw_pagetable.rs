@@ -35,7 +35,10 @@ pub(crate) struct HwptPaging {
 /// A nested HWPT (mock stage-1): four IOTLB words.
 #[derive(Debug)]
 pub(crate) struct HwptNested {
+    /// The nest-parent paging HWPT it translates through.
     pub parent: u32,
+    /// The vIOMMU it was allocated on (holds it instead of the parent).
+    pub viommu: Option<u32>,
     pub iotlb: [u32; 4],
     pub pasid_compat: bool,
     pub fault: Option<u32>,
@@ -123,6 +126,30 @@ pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
                 id,
                 HwptNested {
                     parent: cmd.pt_id,
+                    viommu: None,
+                    iotlb: [data.iotlb; 4],
+                    pasid_compat: cmd.flags & IOMMU_HWPT_ALLOC_PASID != 0,
+                    fault: None,
+                },
+            );
+            g.objs.get(cmd.pt_id);
+            id
+        }
+        ObjType::Viommu => {
+            if cmd.flags & !(IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID) != 0 || cmd.data_len == 0 {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            if cmd.data_type != t::IOMMU_HWPT_DATA_SELFTEST {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            let data: t::IommuHwptSelftest = read_driver_data(uc.platform, uc.caller, cmd.data_uptr, cmd.data_len, 4)?;
+            let parent = g.viommus[&cmd.pt_id].parent;
+            let id = g.objs.reserve(ObjType::HwptNested)?;
+            g.nested.insert(
+                id,
+                HwptNested {
+                    parent,
+                    viommu: Some(cmd.pt_id),
                     iotlb: [data.iotlb; 4],
                     pasid_compat: cmd.flags & IOMMU_HWPT_ALLOC_PASID != 0,
                     fault: None,
@@ -143,9 +170,8 @@ pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
                 g.objs.put(ioas);
             }
             _ => {
-                let parent = g.nested.remove(&id).map(|n| n.parent);
-                if let Some(p) = parent {
-                    g.objs.put(p);
+                if let Some(n) = g.nested.remove(&id) {
+                    g.objs.put(n.viommu.unwrap_or(n.parent));
                 }
             }
         }
@@ -227,7 +253,7 @@ pub(crate) fn destroy_paging(ctx: &Context, g: &mut Ictx, id: u32) {
 
 pub(crate) fn destroy_nested(g: &mut Ictx, id: u32) {
     if let Some(n) = g.nested.remove(&id) {
-        g.objs.put(n.parent);
+        g.objs.put(n.viommu.unwrap_or(n.parent));
         if let Some(f) = n.fault {
             g.objs.put(f);
         }
@@ -241,28 +267,35 @@ pub(crate) fn destroy_fault(g: &mut Ictx, id: u32) {
 
 pub(crate) fn invalidate(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     let mut cmd: IommuHwptInvalidate = uc.read()?;
+    let (done, res) = invalidate_inner(ctx, uc, &cmd);
+    // Copied back whatever happened, with the number of entries handled.
+    cmd.entry_num = done;
+    uc.respond(&cmd)?;
+    res.map(|_| 0)
+}
+
+fn invalidate_inner(ctx: &Arc<Context>, uc: &Ucmd<'_>, cmd: &IommuHwptInvalidate) -> (u32, Result<()>) {
     if cmd.reserved != 0 {
-        return Err(Errno::EOPNOTSUPP);
+        return (0, Err(Errno::EOPNOTSUPP));
     }
     if cmd.entry_num != 0
         && (cmd.data_uptr == 0 || cmd.entry_len == 0 || cmd.entry_len > 4096 || cmd.entry_num > 1 << 19)
     {
-        return Err(Errno::EINVAL);
+        return (0, Err(Errno::EINVAL));
     }
     let mut g = ctx.lock();
-    let ty = g.objs.type_of(cmd.hwpt_id)?;
-    let requested = cmd.entry_num;
-    let (done, res) = match ty {
+    let ty = match g.objs.type_of(cmd.hwpt_id) {
+        Ok(t) => t,
+        Err(e) => return (0, Err(e)),
+    };
+    match ty {
         ObjType::HwptNested => {
             let n = g.nested.get_mut(&cmd.hwpt_id).expect("nested");
-            mock_nested_invalidate(uc, n, &cmd, requested)
+            mock_nested_invalidate(uc, n, cmd, cmd.entry_num)
         }
+        ObjType::Viommu => crate::viommu::invalidate(uc, &mut g, cmd.hwpt_id, cmd),
         _ => (0, Err(Errno::EINVAL)),
-    };
-    cmd.entry_num = done;
-    drop(g);
-    uc.respond(&cmd)?;
-    res.map(|_| 0)
+    }
 }
 
 fn mock_nested_invalidate(uc: &Ucmd<'_>, n: &mut HwptNested, cmd: &IommuHwptInvalidate, num: u32) -> (u32, Result<()>) {

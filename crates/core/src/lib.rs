@@ -27,10 +27,12 @@ mod pages;
 pub mod sim;
 mod ucmd;
 mod vfio_compat;
+pub mod viommu;
 
 pub use access::AccessFile;
 pub use context::Context;
 pub use hw_pagetable::FaultFile;
+pub use viommu::{MmapHold, MmapRegion, VeventqFile};
 pub use errno::{Errno, Result};
 pub use machine::Machine;
 pub use platform::{Caller, FdTarget, HostFile, HostFileKind, Platform, PAGE_SIZE};
@@ -49,6 +51,8 @@ pub enum EngineFile {
     DmaBuf(Arc<mock::DmaBuf>),
     /// An IO page-fault queue.
     Fault(Arc<hw_pagetable::FaultFile>),
+    /// A vEVENTQ.
+    Veventq(Arc<viommu::VeventqFile>),
 }
 
 impl EngineFile {
@@ -56,6 +60,7 @@ impl EngineFile {
     pub fn read(&self, caller: &Caller, buf: u64, count: usize) -> Result<usize> {
         match self {
             EngineFile::Fault(f) => f.read(caller, buf, count),
+            EngineFile::Veventq(f) => f.read(caller, buf, count),
             // No read op on these files: the VFS answers EINVAL.
             EngineFile::Iommufd(_) | EngineFile::Access(_) | EngineFile::DmaBuf(_) => {
                 Err(Errno::EINVAL)
@@ -67,6 +72,8 @@ impl EngineFile {
     pub fn write(&self, caller: &Caller, buf: u64, count: usize) -> Result<usize> {
         match self {
             EngineFile::Fault(f) => f.write(caller, buf, count),
+            // No write op on a vEVENTQ.
+            EngineFile::Veventq(_) => Err(Errno::EINVAL),
             EngineFile::Iommufd(_) | EngineFile::Access(_) | EngineFile::DmaBuf(_) => {
                 Err(Errno::EINVAL)
             }
@@ -81,6 +88,7 @@ impl EngineFile {
         const POLLWRNORM: u32 = 0x100;
         match self {
             EngineFile::Fault(f) => f.poll(),
+            EngineFile::Veventq(f) => f.poll(),
             // Files without a poll op are always readable and writable.
             EngineFile::Iommufd(_) | EngineFile::Access(_) | EngineFile::DmaBuf(_) => {
                 POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM

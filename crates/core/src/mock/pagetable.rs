@@ -482,8 +482,18 @@ impl MockPageTable {
 
     /// The hot loop of [`map_range`](Self::map_range) for a level-0 table: runs of 2 KiB
     /// entries written straight into the table.
+    ///
+    /// Leaf sizes never exceed `2^g` with `g` = the lowest bit where iova and phys differ, and
+    /// once iova is `2^g`-aligned every following leaf is exactly `2^g` until the remaining
+    /// length is shorter: that uniform body is written in one pass, the head and tail (a few
+    /// leaves of other sizes) one leaf at a time.
     fn map_level0(&mut self, tbl: usize, mut iova: u64, mut phys: u64, end: u64, bits: u64) {
         let ty = self.ty;
+        let uniform_lg2 = match ty {
+            MockPtType::Default => (iova ^ phys).trailing_zeros().min(DEFAULT_MAX_LG2),
+            // Level 0 holds only the 4 KiB pages of the HUGE type.
+            MockPtType::Huge => HUGE_SMALL_LG2,
+        };
         let t = self.tables[tbl].as_deref_mut().expect("mock page table: dangling table index");
         let mut added = 0usize;
         while iova < end {
@@ -491,10 +501,34 @@ impl MockPageTable {
             debug_assert!(lg2 < item_lg2(1));
             let n = 1usize << (lg2 - GRANULE_LG2);
             let i = index(iova, 0);
-            t[i..i + n].fill(leaf_entry(phys, lg2, GRANULE_LG2, bits));
-            added += n;
-            iova += 1 << lg2;
-            phys += 1 << lg2;
+            let e = leaf_entry(phys, lg2, GRANULE_LG2, bits);
+            let count = if lg2 == uniform_lg2 { ((end - iova) >> lg2) as usize } else { 1 };
+            let run = &mut t[i..i + n * count];
+            // Consecutive leaves differ only in the output address.
+            let step = (1u64 << (lg2 - GRANULE_LG2)) << PTE_OA_SHIFT;
+            match n {
+                1 => {
+                    for (k, x) in run.iter_mut().enumerate() {
+                        *x = e + k as u64 * step;
+                    }
+                }
+                2 => {
+                    for (k, pair) in run.chunks_exact_mut(2).enumerate() {
+                        let x = e + k as u64 * step;
+                        pair[0] = x;
+                        pair[1] = x;
+                    }
+                }
+                _ => {
+                    for (k, leaf) in run.chunks_exact_mut(n).enumerate() {
+                        leaf.fill(e + k as u64 * step);
+                    }
+                }
+            }
+            added += n * count;
+            let bytes = (count as u64) << lg2;
+            iova += bytes;
+            phys += bytes;
         }
         self.live[tbl] += added as u16;
     }
@@ -705,7 +739,10 @@ mod tests {
         // Mixed: growing then shrinking sizes.
         let mut pt = MockPageTable::new(MockPtType::Default);
         pt.map(0x1000, 0x1000, 0x2000 + 0x4000 + 0x800, RW).unwrap();
-        assert_eq!(sizes(&pt), vec![(0x1000, 0x1000), (0x2000, 0x2000), (0x4000, 0x2000), (0x6000, 0x1000), (0x7000, 0x800)]);
+        assert_eq!(
+            sizes(&pt),
+            vec![(0x1000, 0x1000), (0x2000, 0x2000), (0x4000, 0x2000), (0x6000, 0x1000), (0x7000, 0x800)]
+        );
 
         // Big leaves at level 2 (runs), capped at 64 GiB.
         let mut pt = MockPageTable::new(MockPtType::Default);
@@ -935,7 +972,7 @@ mod tests {
         }
         fn map(&mut self, iova: u64, phys: u64, len: u64, prot: Prot) -> Result<()> {
             let unit = *self.sizes().last().unwrap();
-            if iova % unit != 0 || phys % unit != 0 || len % unit != 0 {
+            if (iova | phys | len) & (unit - 1) != 0 {
                 return Err(Errno::EINVAL);
             }
             if len == 0 {
@@ -951,7 +988,8 @@ mod tests {
             while rem > 0 {
                 let size = self.sizes().into_iter().find(|&s| a % s == 0 && p % s == 0 && s <= rem).unwrap();
                 let esz = self.esz(size);
-                self.leaves.insert(a, MLeaf { len: size, phys: p, prot, esz, dirty: vec![false; (size / esz) as usize] });
+                self.leaves
+                    .insert(a, MLeaf { len: size, phys: p, prot, esz, dirty: vec![false; (size / esz) as usize] });
                 a += size;
                 p += size;
                 rem -= size;
@@ -1133,7 +1171,13 @@ mod tests {
                     let units = m.leaves[&s].len / unit;
                     let iova = (s + (off % (units + 1)) * unit).saturating_sub(unit * (off >> 63));
                     let len = (len % (2 * units + 1) + 1) * unit;
-                    prop_assert_eq!(read(&mut pt, iova, len, clear), m.read(iova, len, clear), "read {:#x}+{:#x}", iova, len);
+                    prop_assert_eq!(
+                        read(&mut pt, iova, len, clear),
+                        m.read(iova, len, clear),
+                        "read {:#x}+{:#x}",
+                        iova,
+                        len
+                    );
                 }
                 Op::ReadAll(clear) => {
                     prop_assert_eq!(read(&mut pt, 0, 1 << 38, clear), m.read(0, 1 << 38, clear));
@@ -1181,11 +1225,16 @@ mod tests {
         const GIB: u64 = 1 << 30;
         const LEAVES: u64 = GIB / 4096;
         for ty in [MockPtType::Default, MockPtType::Huge] {
-            // Bulk: one map call of 1 GiB with 4 KiB-only physical alignment.
+            // Bulk: one map call of 1 GiB with 4 KiB-only physical alignment (best of 5).
+            let mut map_ns = f64::INFINITY;
+            for _ in 0..5 {
+                let mut pt = MockPageTable::new(ty);
+                let t = Instant::now();
+                pt.map(GIB, 0x1000, GIB, RW).unwrap();
+                map_ns = map_ns.min(t.elapsed().as_nanos() as f64 / LEAVES as f64);
+            }
             let mut pt = MockPageTable::new(ty);
-            let t = Instant::now();
             pt.map(GIB, 0x1000, GIB, RW).unwrap();
-            let map_ns = t.elapsed().as_nanos() as f64 / LEAVES as f64;
             assert_eq!(pt.mapped_bytes(), GIB);
             let bytes = pt.table_bytes() as f64 / LEAVES as f64;
             let t = Instant::now();

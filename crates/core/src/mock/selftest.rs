@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use uiommu_uapi::iommufd::*;
 use uiommu_uapi::test::*;
-use zerocopy::FromZeros;
+use zerocopy::{FromZeros, IntoBytes};
 
 const MAX_RW: u64 = 16 << 20;
 
@@ -288,10 +288,15 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         }
         IOMMU_TEST_OP_TRIGGER_VEVENT => {
             let p: TestTriggerVevent = cmd.payload();
-            let g = ctx.lock();
+            let mut g = ctx.lock();
             g.objs.expect(p.dev_id, ObjType::Device)?;
-            // No vIOMMU association can exist yet.
-            Err(Errno::ENOENT)
+            let (viommu, virt_id) = g.devices[&p.dev_id].viommu_assoc.ok_or(Errno::ENOENT)?;
+            if virt_id == 0 {
+                return Err(Errno::ENOENT);
+            }
+            let ev = IommuViommuEventSelftest { virt_id: virt_id as u32 };
+            crate::viommu::report_event(&mut g, viommu, IOMMU_VEVENTQ_TYPE_SELFTEST, ev.as_bytes())?;
+            Ok(0)
         }
         IOMMU_TEST_OP_PASID_ATTACH | IOMMU_TEST_OP_PASID_REPLACE => {
             let mut p: TestPasidAttach = cmd.payload();
