@@ -1,1 +1,134 @@
-fn main() {}
+//! `uiommu`: run programs against an emulated `/dev/iommu`.
+//!
+//! `uiommu run [--] PROGRAM [ARGS...]` puts `libuiommu_preload.so` first in `LD_PRELOAD` and
+//! executes PROGRAM in place of itself, so the program's `/dev/iommu` is served by the uiommu
+//! engine inside its own process.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const PRELOAD_NAME: &str = "libuiommu_preload.so";
+
+const USAGE: &str = "\
+uiommu: a userspace emulation of Linux's iommufd (/dev/iommu)
+
+Usage:
+  uiommu run [--] PROGRAM [ARGS...]   run PROGRAM with /dev/iommu served by uiommu
+  uiommu demo                         (not yet implemented)
+  uiommu bench                        (not yet implemented)
+  uiommu trace [--] PROGRAM [ARGS...] (not yet implemented)
+  uiommu help | --help | -h           show this text
+  uiommu --version                    show the version
+
+`run` finds libuiommu_preload.so in $UIOMMU_PRELOAD, else next to the uiommu executable,
+else in ../lib relative to it, prepends it to LD_PRELOAD and executes PROGRAM (exit status
+127 if PROGRAM or the library cannot be found, 126 if PROGRAM cannot be executed).
+";
+
+/// Where the preload library is: `$UIOMMU_PRELOAD`, then beside the executable, then
+/// `../lib`.
+fn find_preload() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("UIOMMU_PRELOAD").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(std::fs::canonicalize(&p).unwrap_or(p))
+        } else {
+            Err(format!("UIOMMU_PRELOAD={} does not name a file", p.display()))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the uiommu executable: {e}"))?;
+    let dir = exe.parent().ok_or("the uiommu executable has no directory")?;
+    let candidates = [dir.join(PRELOAD_NAME), dir.join("../lib").join(PRELOAD_NAME)];
+    for c in &candidates {
+        if c.is_file() {
+            return Ok(std::fs::canonicalize(c).unwrap_or_else(|_| c.clone()));
+        }
+    }
+    Err(format!(
+        "cannot find {PRELOAD_NAME} (looked in {} and {}; set UIOMMU_PRELOAD, or build it with \
+         `cargo build -p uiommu-preload`)",
+        candidates[0].display(),
+        candidates[1].display()
+    ))
+}
+
+/// `LD_PRELOAD` with `lib` first (entries may be separated by spaces or colons).
+fn preload_value(lib: &Path, existing: Option<&OsStr>) -> OsString {
+    let mut v = OsString::from(lib);
+    if let Some(e) = existing.filter(|e| !e.is_empty()) {
+        v.push(":");
+        v.push(e);
+    }
+    v
+}
+
+fn run(args: &[OsString]) -> ExitCode {
+    let args = match args.first() {
+        Some(a) if a == "--" => &args[1..],
+        _ => args,
+    };
+    let Some(program) = args.first() else {
+        eprintln!("uiommu run: missing PROGRAM\n\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let lib = match find_preload() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("uiommu run: {e}");
+            return ExitCode::from(127);
+        }
+    };
+    let preload = preload_value(&lib, std::env::var_os("LD_PRELOAD").as_deref());
+    let err = Command::new(program).args(&args[1..]).env("LD_PRELOAD", preload).exec();
+    let code = match err.kind() {
+        std::io::ErrorKind::NotFound => 127,
+        _ => 126,
+    };
+    eprintln!("uiommu run: cannot execute {}: {err}", Path::new(program).display());
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let Some(cmd) = args.first().and_then(|a| a.to_str()) else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    match cmd {
+        "run" => run(&args[1..]),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        "--version" | "-V" => {
+            println!("uiommu {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        "demo" | "bench" | "trace" => {
+            eprintln!("uiommu {cmd}: not yet implemented");
+            ExitCode::from(2)
+        }
+        other => {
+            eprintln!("uiommu: unknown command `{other}`\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preload_is_prepended() {
+        let lib = Path::new("/x/libuiommu_preload.so");
+        assert_eq!(preload_value(lib, None), OsString::from("/x/libuiommu_preload.so"));
+        assert_eq!(preload_value(lib, Some(OsStr::new(""))), OsString::from("/x/libuiommu_preload.so"));
+        assert_eq!(
+            preload_value(lib, Some(OsStr::new("/a.so /b.so"))),
+            OsString::from("/x/libuiommu_preload.so:/a.so /b.so")
+        );
+    }
+}

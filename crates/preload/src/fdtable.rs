@@ -11,7 +11,7 @@
 //!   (`ioctl`/`read`/`write`/`close`/`mmap` on a non-engine fd) is one relaxed atomic load.
 //!   Engine descriptors at or above `FLAG_FDS` (rare) are counted in `HIGH_ENGINE`, and only
 //!   when that is non-zero does a high fd take the lock.
-//! * [`TABLE`]: fd number → `Arc<ShimFile>`. A `ShimFile` is one *open file description*:
+//! * `TABLE`: fd number → `Arc<ShimFile>`. A `ShimFile` is one *open file description*:
 //!   `dup`/`F_DUPFD`/`dup2` insert another clone of the same `Arc` under the new number.
 //!   Closing a number removes its entry; when the last number goes the `ShimFile` drops, which
 //!   drops the engine file (engine tear-down runs in its `Drop`) and closes the host-side end.
@@ -37,7 +37,7 @@ use crate::sys::Fd;
 
 /// Fd numbers below this have a flag byte.
 pub const FLAG_FDS: usize = 65536;
-/// Flag bit: the fd is (probably) in [`TABLE`].
+/// Flag bit: the fd is (probably) in `TABLE`.
 pub const ENGINE: u8 = 1;
 /// Flag bit: the fd is one of the shim's private descriptors.
 pub const PRIVATE: u8 = 2;
@@ -182,6 +182,32 @@ pub fn forget_stale(fd: i32) {
     if maybe_engine(fd) {
         crate::sys::keep_errno(|| crate::drop_quietly(remove(fd)));
     }
+}
+
+/// Entries to drop once no engine call is in progress on this thread (see [`defer_drop`]).
+static DEFERRED: Mutex<Vec<Arc<ShimFile>>> = Mutex::new(Vec::new());
+static HAVE_DEFERRED: AtomicUsize = AtomicUsize::new(0);
+
+/// Drops `f` later, from [`drop_deferred`]: for platform callbacks, which run with engine
+/// locks held, where an engine file's tear-down must not run.
+pub fn defer_drop(f: Arc<ShimFile>) {
+    let mut g = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
+    g.push(f);
+    HAVE_DEFERRED.store(g.len(), Ordering::Release);
+}
+
+/// Drops what [`defer_drop`] queued. Call only outside engine calls (errno is preserved).
+#[inline]
+pub fn drop_deferred() {
+    if HAVE_DEFERRED.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let v = {
+        let mut g = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
+        HAVE_DEFERRED.store(0, Ordering::Release);
+        std::mem::take(&mut *g)
+    };
+    crate::sys::keep_errno(|| crate::drop_quietly(v));
 }
 
 /// Number of registered engine fds (for tests and diagnostics).

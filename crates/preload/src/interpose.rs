@@ -16,7 +16,7 @@ use uiommu_core::{Context, EngineFile, Errno};
 use crate::fdtable::{self, ShimFile};
 use crate::real::real_fn;
 use crate::sys::{self, Fd};
-use crate::{current_caller, drop_quietly, guard, machine};
+use crate::{current_caller, drop_quietly, guard, machine, mapping, platform};
 
 type OpenFn = unsafe extern "C" fn(*const c_char, c_int, ...) -> c_int;
 type OpenAtFn = unsafe extern "C" fn(c_int, *const c_char, c_int, ...) -> c_int;
@@ -34,6 +34,7 @@ type PollFn = unsafe extern "C" fn(*mut pollfd, nfds_t, c_int) -> c_int;
 type PpollFn =
     unsafe extern "C" fn(*mut pollfd, nfds_t, *const libc::timespec, *const libc::sigset_t) -> c_int;
 type MmapFn = unsafe extern "C" fn(*mut c_void, size_t, c_int, c_int, c_int, off_t) -> *mut c_void;
+type MunmapFn = unsafe extern "C" fn(*mut c_void, size_t) -> c_int;
 type CloseRangeFn = unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int;
 
 real_fn!(real_open, c"open", OpenFn);
@@ -58,6 +59,7 @@ real_fn!(real_ppoll, c"ppoll", PpollFn);
 real_fn!(real_mmap, c"mmap", MmapFn);
 real_fn!(real_mmap64, c"mmap64", MmapFn);
 real_fn!(real_close_range, c"close_range", CloseRangeFn);
+real_fn!(real_munmap, c"munmap", MunmapFn);
 
 const DEV_IOMMU: &[u8] = b"/dev/iommu\0";
 
@@ -328,7 +330,9 @@ fn engine_ioctl(f: &ShimFile, request: c_ulong, arg: *mut c_void) -> c_int {
     match &f.file {
         EngineFile::Iommufd(ctx) => {
             // The kernel's ioctl command is an unsigned int: the upper bits are dropped.
-            match guard(|| ctx.ioctl(&current_caller(), request as u32, arg as u64)) {
+            let r = guard(|| ctx.ioctl(&current_caller(), request as u32, arg as u64));
+            fdtable::drop_deferred();
+            match r {
                 Ok(v) => v as c_int,
                 Err(e) => fail(e, -1),
             }
@@ -804,18 +808,62 @@ pub unsafe extern "C" fn __ppoll_chk(
 // mmap
 // ---------------------------------------------------------------------------------------
 
-fn engine_mmap(f: &ShimFile, len: size_t, prot: c_int, flags: c_int, off: off_t) -> Option<*mut c_void> {
-    match &f.file {
-        EngineFile::Iommufd(ctx) => {
-            let r = guard(|| ctx.mmap(len as u64, prot, flags, off as u64).map(|_| ()));
-            // TODO(engine): once Context::mmap says what backs the region, map it here.
-            // Until then a successful answer cannot be honoured.
-            Some(fail(r.err().unwrap_or(Errno::ENODEV), libc::MAP_FAILED))
+unsafe fn pass_mmap(
+    next: Option<MmapFn>,
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: off_t,
+) -> *mut c_void {
+    // SAFETY: forwarding the caller's arguments to the next mmap() or the kernel.
+    let p = unsafe {
+        match next {
+            Some(f) => f(addr, len, prot, flags, fd, off),
+            None => libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut c_void,
         }
+    };
+    if p != libc::MAP_FAILED && flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) == libc::MAP_FIXED {
+        // A fixed mapping replaced whatever was there, possibly an iommufd region mapping.
+        mapping::unmapped(p as u64, len as u64);
+    }
+    p
+}
+
+/// `mmap` of an engine file; `None` means "not ours to answer, pass it through".
+unsafe fn engine_mmap(
+    next: Option<MmapFn>,
+    f: &ShimFile,
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    off: off_t,
+) -> Option<*mut c_void> {
+    let EngineFile::Iommufd(ctx) = &f.file else {
         // Other engine files: the standing-in descriptor answers (an eventfd refuses mmap with
         // ENODEV, like the kernel's anonymous files without an mmap op).
-        _ => None,
+        return None;
+    };
+    let region = match guard(|| ctx.mmap(len as u64, prot, flags, off as u64)) {
+        Ok(r) => r,
+        Err(e) => return Some(fail(e, libc::MAP_FAILED)),
+    };
+    let Some(mem) = platform::memory_file(&region.memory) else {
+        // The engine's memory did not come from create_dmabuf_memory: cannot be mapped.
+        drop_quietly(region);
+        return Some(fail(Errno::ENODEV, libc::MAP_FAILED));
+    };
+    // SAFETY: maps the region's memfd with the caller's address, protection and flags; the
+    // kernel validates them as for any mmap.
+    let p = unsafe { pass_mmap(next, addr, len, prot, flags, mem.raw_fd(), 0) };
+    if p == libc::MAP_FAILED {
+        sys::keep_errno(|| drop_quietly(region));
+    } else {
+        mapping::add(p as u64, len as u64, region);
     }
+    Some(p)
 }
 
 /// `mmap(2)`.
@@ -831,18 +879,16 @@ pub unsafe extern "C" fn mmap(
     fd: c_int,
     off: off_t,
 ) -> *mut c_void {
-    if fd >= 0 && flags & libc::MAP_ANONYMOUS == 0 && fdtable::maybe_engine(fd) {
-        if let Some(p) = fdtable::lookup(fd).and_then(|f| engine_mmap(&f, len, prot, flags, off)) {
-            return p;
+    if flags & libc::MAP_ANONYMOUS == 0 && fdtable::maybe_engine(fd) {
+        if let Some(f) = fdtable::lookup(fd) {
+            // SAFETY: the caller's arguments, under mmap's contract.
+            if let Some(p) = unsafe { engine_mmap(real_mmap(), &f, addr, len, prot, flags, off) } {
+                return p;
+            }
         }
     }
     // SAFETY: forwarding the caller's arguments.
-    unsafe {
-        match real_mmap() {
-            Some(f) => f(addr, len, prot, flags, fd, off),
-            None => libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut c_void,
-        }
-    }
+    unsafe { pass_mmap(real_mmap(), addr, len, prot, flags, fd, off) }
 }
 
 /// `mmap64`.
@@ -858,16 +904,34 @@ pub unsafe extern "C" fn mmap64(
     fd: c_int,
     off: off_t,
 ) -> *mut c_void {
-    if fd >= 0 && flags & libc::MAP_ANONYMOUS == 0 && fdtable::maybe_engine(fd) {
-        if let Some(p) = fdtable::lookup(fd).and_then(|f| engine_mmap(&f, len, prot, flags, off)) {
-            return p;
+    let next = real_mmap64().or_else(real_mmap);
+    if flags & libc::MAP_ANONYMOUS == 0 && fdtable::maybe_engine(fd) {
+        if let Some(f) = fdtable::lookup(fd) {
+            // SAFETY: the caller's arguments, under mmap's contract.
+            if let Some(p) = unsafe { engine_mmap(next, &f, addr, len, prot, flags, off) } {
+                return p;
+            }
         }
     }
     // SAFETY: forwarding the caller's arguments.
-    unsafe {
-        match real_mmap64().or_else(real_mmap) {
-            Some(f) => f(addr, len, prot, flags, fd, off),
-            None => libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut c_void,
+    unsafe { pass_mmap(next, addr, len, prot, flags, fd, off) }
+}
+
+/// `munmap(2)`.
+///
+/// # Safety
+/// As for libc's `munmap`.
+#[no_mangle]
+pub unsafe extern "C" fn munmap(addr: *mut c_void, len: size_t) -> c_int {
+    // SAFETY: forwarding the caller's arguments.
+    let r = unsafe {
+        match real_munmap() {
+            Some(f) => f(addr, len),
+            None => libc::syscall(libc::SYS_munmap, addr, len) as c_int,
         }
+    };
+    if r == 0 {
+        mapping::unmapped(addr as u64, len as u64);
     }
+    r
 }

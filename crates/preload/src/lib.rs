@@ -2,9 +2,10 @@
 //! engine inside the program's own process.
 //!
 //! * [`interpose`]: the exported libc entry points (`open*`, `ioctl`, `close`, `dup*`,
-//!   `fcntl*`, `read`, `write`, `poll`, `ppoll`, `mmap*`, `close_range`, `closefrom`). A call
-//!   on anything that is not an engine file is passed to the next definition
-//!   (`dlsym(RTLD_NEXT)`, or the raw system call) after one lock-free flag check.
+//!   `fcntl*`, `read`, `write`, `poll`, `ppoll`, `mmap*`, `munmap`, `close_range`,
+//!   `closefrom`). A call on anything that is not an engine file is passed to the next
+//!   definition (`dlsym(RTLD_NEXT)`, or the raw system call) after one lock-free flag check.
+//! * [`mapping`]: live mmaps of iommufd regions (they keep the region's owner busy).
 //! * [`fdtable`]: which fd numbers are engine files (see there for the design, `fork` and
 //!   `exec` behaviour).
 //! * [`platform`]: [`LinuxPlatform`], the engine's view of this process: user memory,
@@ -16,6 +17,7 @@
 
 pub mod fdtable;
 pub mod interpose;
+pub mod mapping;
 pub mod platform;
 mod real;
 pub mod sys;

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use uiommu_core::{Caller, EngineFile, Errno, FdTarget, HostFile, HostFileKind, Platform, PAGE_SIZE};
 
@@ -300,6 +300,16 @@ fn phys(id: u16, off: u64) -> Result<u64, Errno> {
 /// The region of a shared VMA of process `pid`.
 fn shared_region(pid: u32, vma: &Vma<'_>) -> Result<(u16, Arc<Region>), Errno> {
     let key = RegionKey::Object(vma.major, vma.minor, vma.inode);
+    if let Some((id, reg)) = find_region(key) {
+        // Without an fd on the object, follow its most recent mapping (the one we saw may be
+        // gone, and without our reference the inode number may even have been reused).
+        let mut b = reg.backing.write().unwrap_or_else(|e| e.into_inner());
+        if let Backing::Mem { .. } = *b {
+            *b = Backing::Mem { pid, va_base: vma.start.wrapping_sub(vma.offset) };
+        }
+        drop(b);
+        return Ok((id, reg));
+    }
     intern(key, || {
         let name = format!("/proc/{pid}/map_files/{:x}-{:x}", vma.start, vma.end);
         let name = CString::new(name).expect("no NUL");
@@ -438,6 +448,24 @@ impl HostFile for HostFd {
     }
 }
 
+/// Memory files the platform created for the engine (dma-bufs, vIOMMU MMIO pages), so that
+/// an `Arc<dyn HostFile>` the engine hands back (e.g. in an `MmapRegion`) can be traced to its
+/// descriptor. Keyed by the address of the shared allocation.
+static MEMORY_FILES: Mutex<Vec<(usize, Weak<HostFd>)>> = Mutex::new(Vec::new());
+
+fn register_memory(file: &Arc<HostFd>) {
+    let mut g = MEMORY_FILES.lock().unwrap_or_else(|e| e.into_inner());
+    g.retain(|(_, w)| w.strong_count() > 0);
+    g.push((Arc::as_ptr(file) as *const () as usize, Arc::downgrade(file)));
+}
+
+/// The shim's own file behind a `HostFile` it created with `create_dmabuf_memory`.
+pub fn memory_file(file: &Arc<dyn HostFile>) -> Option<Arc<HostFd>> {
+    let key = Arc::as_ptr(file) as *const () as usize;
+    let g = MEMORY_FILES.lock().unwrap_or_else(|e| e.into_inner());
+    g.iter().filter(|(k, _)| *k == key).find_map(|(_, w)| w.upgrade())
+}
+
 // ---------------------------------------------------------------------------------------
 // The platform
 // ---------------------------------------------------------------------------------------
@@ -451,7 +479,7 @@ impl LinuxPlatform {
         if npages == 0 {
             return Ok(());
         }
-        if va % PAGE_SIZE != 0 {
+        if va & (PAGE_SIZE - 1) != 0 {
             return Err(Errno::EINVAL);
         }
         let end = (npages as u64)
@@ -566,12 +594,25 @@ impl Platform for LinuxPlatform {
 
     fn install_fd(&self, _caller: &Caller, file: EngineFile, flags: i32) -> uiommu_core::Result<i32> {
         let cloexec = flags & libc::O_CLOEXEC != 0;
-        // Every engine file other than iommufd is stood for by an eventfd for now (poll
-        // readiness can later be driven through it). TODO(dma-buf): a dup of the dma-buf's
-        // memfd, once the engine exposes a dma-buf's memory file.
-        let fd = sys::eventfd(0, if cloexec { libc::EFD_CLOEXEC } else { 0 }).map_err(errno)?;
-        let stale = fdtable::insert(fd, ShimFile::new(file, None));
-        crate::drop_quietly(stale);
+        // A dma-buf is stood for by a duplicate of its memfd (so fstat/size look right);
+        // every other engine file by an eventfd (whose counter could later carry poll
+        // readiness).
+        let mem = match &file {
+            EngineFile::DmaBuf(buf) => memory_file(buf.memory()),
+            _ => None,
+        };
+        let fd = match mem {
+            Some(m) => {
+                let cmd = if cloexec { libc::F_DUPFD_CLOEXEC } else { libc::F_DUPFD };
+                sys::fcntl(m.raw_fd(), cmd, 0).map_err(errno)?
+            }
+            None => sys::eventfd(0, if cloexec { libc::EFD_CLOEXEC } else { 0 }).map_err(errno)?,
+        };
+        // A stale entry (its number was closed behind the shim's back) must not be dropped
+        // here: engine locks are held, and its tear-down could need them.
+        if let Some(stale) = fdtable::insert(fd, ShimFile::new(file, None)) {
+            fdtable::defer_drop(stale);
+        }
         Ok(fd)
     }
 
@@ -579,7 +620,9 @@ impl Platform for LinuxPlatform {
         let fd = sys::memfd_create(c"uiommu-dmabuf", libc::MFD_CLOEXEC).map_err(errno)?;
         let fd = Fd::private(fd).map_err(errno)?;
         sys::ftruncate(fd.raw(), len).map_err(errno)?;
-        Ok(Arc::new(HostFd::new(fd)?))
+        let file = Arc::new(HostFd::new(fd)?);
+        register_memory(&file);
+        Ok(file)
     }
 }
 
@@ -725,6 +768,10 @@ mod tests {
         assert_eq!(p.fd(&c, 987_654).err(), Some(Errno::EBADF));
         let dm = p.create_dmabuf_memory(16384).unwrap();
         assert_eq!(dm.size().unwrap(), 16384);
+        let own = memory_file(&dm).expect("registered");
+        assert!(fdtable::is_private(own.raw_fd()));
+        let other: Arc<dyn HostFile> = hf.clone();
+        assert!(memory_file(&other).is_none());
     }
 
     #[test]

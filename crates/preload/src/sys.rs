@@ -45,7 +45,7 @@ fn check(r: libc::c_long) -> SysResult<i64> {
     }
 }
 
-/// `openat(dirfd, path, flags, mode)`.
+/// `openat(dirfd, path, flags | O_CLOEXEC, mode)` (the shim's own opens are never inherited).
 pub fn openat(dirfd: i32, path: &CStr, flags: i32, mode: u32) -> SysResult<i32> {
     // SAFETY: path is a valid NUL-terminated string for the duration of the call.
     let r = unsafe {
