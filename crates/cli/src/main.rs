@@ -15,7 +15,11 @@ const USAGE: &str = "\
 uiommu: a userspace emulation of Linux's iommufd (/dev/iommu)
 
 Usage:
-  uiommu run [--] PROGRAM [ARGS...]   run PROGRAM with /dev/iommu served by uiommu
+  uiommu run [--grant-cap CAP]... [--] PROGRAM [ARGS...]
+                                      run PROGRAM with /dev/iommu served by uiommu;
+                                      --grant-cap sys_resource|ipc_lock makes the emulated
+                                      kernel treat PROGRAM as holding CAP (for sandboxes
+                                      whose bounding set withholds it)
   uiommu demo                         (not yet implemented)
   uiommu bench                        (not yet implemented)
   uiommu trace [--] PROGRAM [ARGS...] (not yet implemented)
@@ -64,7 +68,33 @@ fn preload_value(lib: &Path, existing: Option<&OsStr>) -> OsString {
     v
 }
 
-fn run(args: &[OsString]) -> ExitCode {
+/// Capability names `--grant-cap` accepts (those the emulated kernel checks).
+const GRANTABLE: &[&str] = &["sys_resource", "ipc_lock"];
+
+fn run(mut args: &[OsString]) -> ExitCode {
+    let mut grants: Vec<String> = Vec::new();
+    while let Some(a) = args.first().and_then(|a| a.to_str()) {
+        let name = if a == "--grant-cap" {
+            let Some(n) = args.get(1).and_then(|n| n.to_str()) else {
+                eprintln!("uiommu run: --grant-cap needs a capability name");
+                return ExitCode::from(2);
+            };
+            args = &args[2..];
+            n.to_string()
+        } else if let Some(n) = a.strip_prefix("--grant-cap=") {
+            args = &args[1..];
+            n.to_string()
+        } else {
+            break;
+        };
+        let n = name.to_ascii_lowercase();
+        let n = n.strip_prefix("cap_").unwrap_or(&n).to_string();
+        if !GRANTABLE.contains(&n.as_str()) {
+            eprintln!("uiommu run: --grant-cap: unknown capability {name} (known: {})", GRANTABLE.join(", "));
+            return ExitCode::from(2);
+        }
+        grants.push(n);
+    }
     let args = match args.first() {
         Some(a) if a == "--" => &args[1..],
         _ => args,
@@ -81,7 +111,12 @@ fn run(args: &[OsString]) -> ExitCode {
         }
     };
     let preload = preload_value(&lib, std::env::var_os("LD_PRELOAD").as_deref());
-    let err = Command::new(program).args(&args[1..]).env("LD_PRELOAD", preload).exec();
+    let mut cmd = Command::new(program);
+    cmd.args(&args[1..]).env("LD_PRELOAD", preload);
+    if !grants.is_empty() {
+        cmd.env("UIOMMU_GRANT_CAPS", grants.join(","));
+    }
+    let err = cmd.exec();
     let code = match err.kind() {
         std::io::ErrorKind::NotFound => 127,
         _ => 126,

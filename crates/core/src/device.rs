@@ -18,8 +18,6 @@ use zerocopy::IntoBytes;
 /// A bound (mock) device.
 #[derive(Debug)]
 pub(crate) struct Device {
-    /// The self-test object that created it.
-    pub stdev: u32,
     /// `MOCK_FLAGS_DEVICE_*`.
     pub flags: u32,
     /// The four mock device cache words.
@@ -289,7 +287,6 @@ pub(crate) fn mock_domain(ctx: &Context, g: &mut Ictx, pt_id: u32, dev_flags: u3
     g.devices.insert(
         dev,
         Device {
-            stdev,
             flags: dev_flags,
             cache: [t::IOMMU_TEST_DEV_CACHE_DEFAULT; 4],
             attached: BTreeMap::new(),

@@ -11,8 +11,6 @@ use crate::platform::PAGE_SIZE;
 pub(crate) enum ReservedOwner {
     /// A domain's aperture (HWPT object id).
     Domain(u32),
-    /// A device's firmware regions (DEVICE object id).
-    Device(u32),
     /// Self-test `ADD_RESERVED`: stays until the IOAS is destroyed.
     None,
 }

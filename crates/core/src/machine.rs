@@ -9,7 +9,7 @@ use crate::errno::{Errno, Result};
 use crate::mock::DmaBuf;
 use crate::platform::{Platform, PAGE_SIZE};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 /// How pinned pages are charged against RLIMIT_MEMLOCK (`io_pagetable.md` §9).
@@ -193,7 +193,4 @@ impl Machine {
         self.acct().user_locked.get(&uid).copied().unwrap_or(0)
     }
 
-    pub(crate) fn temp_limit(&self) -> u32 {
-        self.temp_memory_limit.load(Ordering::Relaxed)
-    }
 }

@@ -55,6 +55,7 @@ fn compat_ioas(g: &crate::context::Ictx) -> Result<u32> {
     g.vfio_ioas.filter(|&id| g.objs.expect(id, ObjType::Ioas).is_ok()).ok_or(Errno::ENODEV)
 }
 
+#[allow(non_upper_case_globals)] // VFIO_TYPE1v2_IOMMU is the uAPI's spelling
 fn check_extension(ctx: &Arc<Context>, ext: u64) -> Result<i64> {
     match u32::try_from(ext).unwrap_or(u32::MAX) {
         VFIO_TYPE1_IOMMU | VFIO_TYPE1v2_IOMMU | VFIO_UNMAP_ALL => Ok(1),
@@ -68,6 +69,7 @@ fn check_extension(ctx: &Arc<Context>, ext: u64) -> Result<i64> {
     }
 }
 
+#[allow(non_upper_case_globals)]
 fn set_iommu(ctx: &Arc<Context>, ty: u64) -> Result<i64> {
     let ty = u32::try_from(ty).unwrap_or(u32::MAX);
     if ty != VFIO_TYPE1_IOMMU && ty != VFIO_TYPE1v2_IOMMU {

@@ -58,6 +58,22 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 const CAP_IPC_LOCK: u32 = 14;
 const CAP_SYS_RESOURCE: u32 = 24;
 
+/// Capabilities the emulated kernel grants on top of the process's real effective set,
+/// from `UIOMMU_GRANT_CAPS` (comma separated: `sys_resource`, `ipc_lock`), which
+/// `uiommu run --grant-cap` sets. For sandboxes whose bounding set withholds a capability the
+/// program legitimately expects (e.g. root in a container without CAP_SYS_RESOURCE).
+fn granted_caps() -> u32 {
+    static GRANTED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *GRANTED.get_or_init(|| {
+        let v = std::env::var("UIOMMU_GRANT_CAPS").unwrap_or_default();
+        v.split(',').fold(0, |acc, n| match n.trim().trim_start_matches("cap_") {
+            "sys_resource" => acc | (1 << CAP_SYS_RESOURCE),
+            "ipc_lock" => acc | (1 << CAP_IPC_LOCK),
+            _ => acc,
+        })
+    })
+}
+
 /// The calling process as the engine should see it, built fresh (capabilities and limits can
 /// change at any time, e.g. a test dropping CAP_IPC_LOCK with libcap).
 pub fn current_caller() -> Caller {
@@ -82,12 +98,13 @@ pub fn current_caller() -> Caller {
     } else {
         u64::MAX
     };
+    let granted = granted_caps();
     Caller {
         pid: sys::getpid(),
         // SAFETY: getuid has no preconditions.
         uid: unsafe { libc::syscall(libc::SYS_getuid) } as u32,
-        cap_sys_resource: eff & (1 << CAP_SYS_RESOURCE) != 0,
-        cap_ipc_lock: eff & (1 << CAP_IPC_LOCK) != 0,
+        cap_sys_resource: (eff | granted) & (1 << CAP_SYS_RESOURCE) != 0,
+        cap_ipc_lock: (eff | granted) & (1 << CAP_IPC_LOCK) != 0,
         memlock_limit,
     }
 }
