@@ -16,6 +16,7 @@ pub mod platform;
 pub mod access;
 mod context;
 mod device;
+mod dma;
 mod fault_inject;
 pub mod hw_pagetable;
 mod io_pagetable;

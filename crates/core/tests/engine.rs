@@ -221,3 +221,51 @@ proptest! {
         prop_assert_eq!(h.m.total_pins(), 0);
     }
 }
+
+#[test]
+fn device_dma_through_the_domain() {
+    use uiommu_core::Platform;
+    let h = H::new();
+    let buf = h.sim.mmap(PID, 64 << 10, true);
+    let ioas = h.ioas_alloc();
+    let (_stdev, _hwpt, dev) = h.mock_domain(ioas).unwrap();
+    let iova = h.map(ioas, buf, 64 << 10, None).unwrap();
+    // A device write lands in the process's memory, crossing pages.
+    let data: Vec<u8> = (0..10000u32).map(|i| i as u8).collect();
+    h.ctx.dma_write(dev, 0, iova + 100, &data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    h.sim.read_user(&h.caller, buf + 100, &mut back).unwrap();
+    assert_eq!(back, data);
+    // And a device read sees what the CPU wrote.
+    h.sim.write_user(&h.caller, buf + 5000, b"hello").unwrap();
+    let mut five = [0u8; 5];
+    h.ctx.dma_read(dev, 0, iova + 5000, &mut five).unwrap();
+    assert_eq!(&five, b"hello");
+    // Outside the mapping: an IO page fault, nothing copied.
+    assert_eq!(h.ctx.dma_read(dev, 0, iova + (64 << 10) - 2, &mut five), Err(Errno::EFAULT));
+    h.unmap(ioas, iova, 64 << 10).unwrap();
+    assert_eq!(h.ctx.dma_write(dev, 0, iova, b"x"), Err(Errno::EFAULT));
+    // A device that is not attached at a pasid faults too.
+    assert_eq!(h.ctx.dma_write(dev, 7, iova, b"x"), Err(Errno::EFAULT));
+    assert_eq!(h.ctx.dma_write(9999, 0, iova, b"x"), Err(Errno::ENOENT));
+}
+
+#[test]
+fn read_only_mapping_refuses_device_writes() {
+    let h = H::new();
+    let buf = h.sim.mmap(PID, 16 << 10, true);
+    let ioas = h.ioas_alloc();
+    let (_, _, dev) = h.mock_domain(ioas).unwrap();
+    let mut c = IommuIoasMap {
+        size: 40,
+        flags: IOMMU_IOAS_MAP_READABLE,
+        ioas_id: ioas,
+        user_va: buf,
+        length: 16 << 10,
+        ..Default::default()
+    };
+    h.ioctl(IOMMU_IOAS_MAP, &mut c).unwrap();
+    let mut b = [0u8; 4];
+    h.ctx.dma_read(dev, 0, c.iova, &mut b).unwrap();
+    assert_eq!(h.ctx.dma_write(dev, 0, c.iova, &b), Err(Errno::EFAULT));
+}
