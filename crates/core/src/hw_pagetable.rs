@@ -6,6 +6,7 @@
 
 use crate::context::{Context, Ictx};
 use crate::errno::{Errno, Result};
+use crate::fault_inject::{fail_point, FailSite};
 use crate::mock::pagetable::{MockPageTable, MockPtType};
 use crate::object::ObjType;
 use crate::ucmd::{read_driver_data, Ucmd};
@@ -48,7 +49,8 @@ pub(crate) struct HwptNested {
 #[derive(Clone, Debug)]
 pub(crate) struct FaultGroup {
     pub dev_id: u32,
-    pub pasid: u32,
+    /// The attachment (pasid, 0 = RID) the group was delivered through.
+    pub attach_pasid: u32,
     pub faults: Vec<IommuHwptPgfault>,
 }
 
@@ -90,6 +92,11 @@ pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
             }
             let ty = mock_paging_type(uc.caller, uc, &cmd)?;
             let id = g.objs.reserve(ObjType::HwptPaging)?;
+            // The driver's paging domain.
+            if let Err(e) = fail_point(FailSite::Alloc) {
+                g.objs.remove(id);
+                return Err(e);
+            }
             let hwpt = HwptPaging {
                 ioas: cmd.pt_id,
                 pt: MockPageTable::new(ty),
@@ -122,6 +129,11 @@ pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
             }
             let data: t::IommuHwptSelftest = read_driver_data(uc.platform, uc.caller, cmd.data_uptr, cmd.data_len, 4)?;
             let id = g.objs.reserve(ObjType::HwptNested)?;
+            // The driver's nested domain.
+            if let Err(e) = fail_point(FailSite::Alloc) {
+                g.objs.remove(id);
+                return Err(e);
+            }
             g.nested.insert(
                 id,
                 HwptNested {
@@ -145,6 +157,11 @@ pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
             let data: t::IommuHwptSelftest = read_driver_data(uc.platform, uc.caller, cmd.data_uptr, cmd.data_len, 4)?;
             let parent = g.viommus[&cmd.pt_id].parent;
             let id = g.objs.reserve(ObjType::HwptNested)?;
+            // The driver's nested domain.
+            if let Err(e) = fail_point(FailSite::Alloc) {
+                g.objs.remove(id);
+                return Err(e);
+            }
             g.nested.insert(
                 id,
                 HwptNested {
@@ -224,6 +241,11 @@ fn mock_paging_type(caller: &Caller, uc: &Ucmd<'_>, cmd: &IommuHwptAlloc) -> Res
 /// Create an automatic paging HWPT for `ioas` (flags 0, no data); not yet joined.
 pub(crate) fn new_auto_paging(g: &mut Ictx, ioas: u32) -> Result<u32> {
     let id = g.objs.reserve(ObjType::HwptPaging)?;
+    // The driver's paging domain.
+    if let Err(e) = fail_point(FailSite::Alloc) {
+        g.objs.remove(id);
+        return Err(e);
+    }
     g.hwpt.insert(
         id,
         HwptPaging {
@@ -378,6 +400,8 @@ pub(crate) fn get_dirty_bitmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64>
     if cmd.length == 0 {
         return Ok(0);
     }
+    // The bitmap iterator (`iova_bitmap_alloc`), before any dirty bit is read or cleared.
+    fail_point(FailSite::TempBuf)?;
     // Walk the areas contiguous from iova.
     let mut spans: Vec<(u64, u64)> = Vec::new();
     let io = &g.ioas[&ioas];
@@ -547,6 +571,12 @@ pub(crate) fn fault_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         g.faults.remove(&id);
         g.objs.remove(id);
     };
+    // The anonymous file and its descriptor.
+    if let Err(e) = fail_point(FailSite::Alloc) {
+        drop(file);
+        undo(ctx);
+        return Err(e);
+    }
     let fd = match ctx.machine.platform.install_fd(uc.caller, EngineFile::Fault(file), libc_o_rdwr_cloexec()) {
         Ok(fd) => fd,
         Err(e) => {
@@ -579,7 +609,7 @@ pub(crate) fn report_fault(ctx: &Context, g: &mut Ictx, hwpt: u32, group: FaultG
 pub(crate) fn auto_respond(g: &mut Ictx, hwpt: u32, dev_id: u32, pasid: u32) {
     let Some(fid) = fault_of(g, hwpt) else { return };
     if let Some(f) = g.faults.get_mut(&fid) {
-        f.queued.retain(|gr| !(gr.dev_id == dev_id && gr.pasid == pasid));
-        f.awaiting.retain(|_, gr| !(gr.dev_id == dev_id && gr.pasid == pasid));
+        f.queued.retain(|gr| !(gr.dev_id == dev_id && gr.attach_pasid == pasid));
+        f.awaiting.retain(|_, gr| !(gr.dev_id == dev_id && gr.attach_pasid == pasid));
     }
 }

@@ -4,6 +4,7 @@ use crate::access::{self, AccessFile};
 use crate::context::Context;
 use crate::device;
 use crate::errno::{Errno, Result};
+use crate::fault_inject::{fail_point, FailSite};
 use crate::hw_pagetable::{self, FaultGroup};
 use crate::iova::ReservedOwner;
 use crate::object::ObjType;
@@ -35,6 +36,7 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
             if ioas.intersects_area(p.start, last) || ioas.allowed_intersects(p.start, last) {
                 return Err(Errno::EADDRINUSE);
             }
+            fail_point(FailSite::Alloc)?;
             ioas.reserved.add(p.start, last, ReservedOwner::None);
             Ok(0)
         }
@@ -148,6 +150,8 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
             if !g.accesses[&file.id].needs_pin {
                 return Err(Errno::EOPNOTSUPP);
             }
+            // The page pointer array.
+            fail_point(FailSite::TempBuf)?;
             let mut iova = p.iova;
             if p.flags & MOCK_FLAGS_ACCESS_SYZ != 0 {
                 let ioas = g.accesses[&file.id].ioas.unwrap_or(0);
@@ -164,6 +168,11 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
                     access::unpin(&mut g, m, file.id, iova, p.length);
                     return Err(Errno::EBADE);
                 }
+            }
+            // The item recording the pin.
+            if let Err(e) = fail_point(FailSite::Alloc) {
+                access::unpin(&mut g, m, file.id, iova, p.length);
+                return Err(e);
             }
             let a = g.accesses.get_mut(&file.id).expect("access");
             let item_id = a.next_item;
@@ -204,6 +213,7 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
                 let ioas = g.accesses[&file.id].ioas.unwrap_or(0);
                 iova = crate::ioas::syz_iova(&g, ioas, iova);
             }
+            fail_point(FailSite::TempBuf)?;
             let mut buf = vec![0u8; p.length as usize];
             if p.flags & MOCK_ACCESS_RW_WRITE != 0 {
                 uc.read_user(p.uptr, &mut buf)?;
@@ -245,6 +255,7 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
             if !h.tracking {
                 return Err(Errno::EINVAL);
             }
+            fail_point(FailSite::TempBuf)?;
             let mut bitmap = vec![0u8; n.div_ceil(8) as usize];
             uc.read_user(p.uptr, &mut bitmap)?;
             let mut count = 0u64;
@@ -266,10 +277,10 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
             g.objs.expect(p.dev_id, ObjType::Device)?;
             let d = &g.devices[&p.dev_id];
             let hwpt = match d.attached.get(&p.pasid) {
-                Some(&h) => Some(h),
-                None => d.attached.get(&0).copied().filter(|h| g.nested.contains_key(h)),
+                Some(&h) => Some((h, p.pasid)),
+                None => d.attached.get(&0).copied().filter(|h| g.nested.contains_key(h)).map(|h| (h, 0)),
             };
-            if let Some(h) = hwpt {
+            if let Some((h, attach_pasid)) = hwpt {
                 let mut flags = IOMMU_PGFAULT_FLAGS_LAST_PAGE;
                 if p.pasid != 0 {
                     flags |= IOMMU_PGFAULT_FLAGS_PASID_VALID;
@@ -281,7 +292,8 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
                 rec.grpid = p.grpid;
                 rec.perm = p.perm;
                 rec.addr = p.addr;
-                let group = FaultGroup { dev_id: p.dev_id, pasid: p.pasid, faults: vec![rec] };
+                fail_point(FailSite::Alloc)?;
+                let group = FaultGroup { dev_id: p.dev_id, attach_pasid, faults: vec![rec] };
                 hw_pagetable::report_fault(ctx, &mut g, h, group);
             }
             Ok(0)
@@ -351,12 +363,20 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
             if len == 0 || len / PAGE_SIZE > 512 {
                 return Err(Errno::EINVAL);
             }
+            fail_point(FailSite::Alloc)?;
             let mem = m.platform.create_dmabuf_memory(len)?;
             let id = m.next_dmabuf.fetch_add(1, Ordering::Relaxed);
             let buf = Arc::new(super::DmaBuf::new(id, len, mem));
             m.dmabufs.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Arc::downgrade(&buf));
-            let fd = m.platform.install_fd(uc.caller, EngineFile::DmaBuf(buf), p.open_flags as i32)?;
-            Ok(fd as i64)
+            let installed = fail_point(FailSite::Alloc)
+                .and_then(|_| m.platform.install_fd(uc.caller, EngineFile::DmaBuf(buf), p.open_flags as i32));
+            match installed {
+                Ok(fd) => Ok(fd as i64),
+                Err(e) => {
+                    m.dmabufs.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                    Err(e)
+                }
+            }
         }
         IOMMU_TEST_OP_DMABUF_REVOKE => {
             let p: TestDmabufRevoke = cmd.payload();
@@ -405,6 +425,8 @@ fn create_access(ctx: &Arc<Context>, uc: &Ucmd<'_>, mut cmd: IommuTestCmd) -> Re
     };
     // From here on the file owns the access: dropping it destroys the access.
     let file = Arc::new(AccessFile { ctx: ctx.clone(), id });
+    // The anonymous file and its descriptor.
+    fail_point(FailSite::Alloc)?;
     let fd = ctx.machine.platform.install_fd(uc.caller, EngineFile::Access(file), 0o2000000 | 0o2)?;
     p.out_access_fd = fd as u32;
     cmd.set_payload(&p);
