@@ -6,6 +6,7 @@
 
 use crate::context::{Context, Ictx};
 use crate::errno::{Errno, Result};
+use crate::fault_inject::{fail_point, FailSite};
 use crate::machine::Machine;
 use crate::platform::PAGE_SIZE;
 use std::sync::Arc;
@@ -67,6 +68,8 @@ pub(crate) fn attach(g: &mut Ictx, id: u32, ioas: u32) -> Result<()> {
             return Err(Errno::EADDRINUSE);
         }
     }
+    // The IOAS's access list slot (`iopt_add_access`).
+    fail_point(FailSite::Alloc)?;
     g.ioas.get_mut(&ioas).expect("ioas").accesses.push(id);
     g.objs.get(ioas);
     g.accesses.get_mut(&id).expect("access").ioas = Some(ioas);
@@ -97,6 +100,8 @@ pub(crate) fn replace_ioas(g: &mut Ictx, m: &Machine, id: u32, ioas: u32) -> Res
             return Err(Errno::EADDRINUSE);
         }
     }
+    // The new IOAS's access list slot.
+    fail_point(FailSite::Alloc)?;
     unmap_notify(g, m, id, 0, u64::MAX);
     if let Some(i) = g.ioas.get_mut(&old) {
         i.accesses.retain(|&a| a != id);
@@ -175,7 +180,7 @@ pub(crate) fn pin(g: &mut Ictx, m: &Machine, id: u32, iova: u64, length: u64, wr
         let first = (a.offset + (s - a.iova)) / PAGE_SIZE;
         let lastp = (a.offset + (l - a.iova)) / PAGE_SIZE;
         let store = g.stores.get_mut(&a.store).expect("store");
-        if let Err(e) = store.hold(m, first, lastp) {
+        if let Err(e) = fail_point(FailSite::Xarray).and_then(|_| store.hold(m, first, lastp)) {
             let internal = g.accesses[&id].internal;
             for (k, f, l) in held {
                 let st = g.ioas[&ioas].areas[&k].store;
@@ -250,6 +255,7 @@ pub(crate) fn rw(g: &Ictx, m: &Machine, id: u32, iova: u64, buf: &mut [u8], writ
         }
         let off = a.offset + (s - a.iova);
         let chunk = &mut buf[(s - iova) as usize..=(l - iova) as usize];
+        fail_point(FailSite::RwPage)?;
         if write {
             store.write(m, off, chunk)?;
         } else {

@@ -6,6 +6,7 @@
 
 use crate::context::{Context, Ictx};
 use crate::errno::{Errno, Result};
+use crate::fault_inject::{fail_point, FailSite};
 use crate::hw_pagetable;
 use crate::object::ObjType;
 use crate::ucmd::Ucmd;
@@ -157,6 +158,8 @@ fn attach_hwpt(g: &mut Ictx, dev: u32, pasid: u32, hwpt: u32) -> Result<()> {
     if g.devices[&dev].attached.contains_key(&pasid) {
         return Err(Errno::EBUSY);
     }
+    // The attach handle.
+    fail_point(FailSite::Alloc)?;
     check_attach(g, dev, pasid, hwpt)?;
     g.devices.get_mut(&dev).expect("device").attached.insert(pasid, hwpt);
     g.objs.get(hwpt);
@@ -249,6 +252,8 @@ pub(crate) fn replace(ctx: &Context, g: &mut Ictx, dev: u32, pasid: u32, pt_id: 
 }
 
 fn replace_hwpt(g: &mut Ictx, dev: u32, pasid: u32, old: u32, new: u32) -> Result<()> {
+    // The new attach handle.
+    fail_point(FailSite::Alloc)?;
     // Checks run as if the old attachment were gone at this pasid.
     let d = g.devices.get_mut(&dev).expect("device");
     d.attached.remove(&pasid);
@@ -276,6 +281,11 @@ pub(crate) fn mock_domain(ctx: &Context, g: &mut Ictx, pt_id: u32, dev_flags: u3
     if dev_flags & !(t::MOCK_FLAGS_DEVICE_NO_DIRTY | t::MOCK_FLAGS_DEVICE_PASID) != 0 {
         g.objs.remove(stdev);
         return Err(Errno::EINVAL);
+    }
+    // The mock device itself (`mock_dev_create`).
+    if let Err(e) = fail_point(FailSite::Alloc) {
+        g.objs.remove(stdev);
+        return Err(e);
     }
     let dev = match g.objs.reserve(ObjType::Device) {
         Ok(d) => d,
@@ -349,6 +359,8 @@ pub(crate) fn get_hw_info(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     if req != IOMMU_HW_INFO_TYPE_DEFAULT && req != t::IOMMU_HW_INFO_TYPE_SELFTEST {
         return Err(Errno::EOPNOTSUPP);
     }
+    // The driver's info buffer.
+    fail_point(FailSite::TempBuf)?;
     let info = t::IommuTestHwInfo { flags: 0, test_reg: t::IOMMU_HW_INFO_SELFTEST_REGVAL };
     let bytes = info.as_bytes();
     let n = (cmd.data_len as usize).min(bytes.len());

@@ -9,6 +9,7 @@
 
 use crate::context::Ictx;
 use crate::errno::{Errno, Result};
+use crate::fault_inject::{fail_point, FailSite};
 use crate::iova::{self, ReservedOwner, ReservedRanges};
 use crate::machine::Machine;
 use crate::mock::pagetable::Prot;
@@ -112,23 +113,25 @@ impl Ioas {
 }
 
 /// Translation runs `(iova, phys, len)` of an area whose pages are held in its store.
-pub(crate) fn area_runs(g: &Ictx, a: &Area, split_pages: bool) -> Vec<(u64, u64, u64)> {
+pub(crate) fn area_runs(g: &Ictx, a: &Area) -> Vec<(u64, u64, u64)> {
     let store = &g.stores[&a.store];
+    let (first, last) = a.page_span();
+    let (lo, hi) = (a.offset, a.offset + a.len());
     let mut runs: Vec<(u64, u64, u64)> = Vec::new();
-    let mut off = a.offset;
-    let end = a.offset + a.len();
-    while off < end {
-        let idx = off / PAGE_SIZE;
-        let in_page = off % PAGE_SIZE;
-        let n = (PAGE_SIZE - in_page).min(end - off);
-        let phys = store.pinned_phys(idx).expect("area pages held while mapped") + in_page;
-        let iova = a.iova + (off - a.offset);
+    let mut covered = 0;
+    for (s, e, phys) in store.pinned_runs(first, last) {
+        let b0 = (s * PAGE_SIZE).max(lo);
+        let b1 = (e * PAGE_SIZE).min(hi);
+        let iova = a.iova + (b0 - lo);
+        let p = phys + (b0 - s * PAGE_SIZE);
+        let n = b1 - b0;
+        covered += n;
         match runs.last_mut() {
-            Some(r) if !split_pages && r.0 + r.2 == iova && r.1 + r.2 == phys => r.2 += n,
-            _ => runs.push((iova, phys, n)),
+            Some(r) if r.0 + r.2 == iova && r.1 + r.2 == p => r.2 += n,
+            _ => runs.push((iova, p, n)),
         }
-        off += n;
     }
+    assert_eq!(covered, a.len(), "area pages held while mapped");
     runs
 }
 
@@ -155,11 +158,13 @@ impl Ictx {
         if a.revoked {
             return Ok(());
         }
-        let runs = area_runs(self, a, !ioas.large_pages);
+        let runs = area_runs(self, a);
+        // With large pages off every IOPTE is at most one PAGE_SIZE.
+        let max_page = if ioas.large_pages { 1 << 63 } else { PAGE_SIZE };
         let prot = a.prot;
         let pt = &mut self.hwpt.get_mut(&hwpt_id).expect("domain").pt;
         for (i, &(iova, phys, len)) in runs.iter().enumerate() {
-            if let Err(e) = pt.map(iova, phys, len, prot) {
+            if let Err(e) = fail_point(FailSite::DomainMap).and_then(|_| pt.map_max(iova, phys, len, prot, max_page)) {
                 for &(iova, _, len) in &runs[..i] {
                     pt.unmap(iova, len);
                 }
@@ -221,6 +226,8 @@ impl Ictx {
     /// Insert an area referencing `store` and fill it into the domains; on failure nothing
     /// remains.
     pub fn add_area(&mut self, m: &Machine, ioas_id: u32, area: Area) -> Result<()> {
+        // The area itself (`iopt_area_alloc`).
+        fail_point(FailSite::Alloc)?;
         let iova = area.iova;
         let store = area.store;
         self.stores.get_mut(&store).expect("store").area_refs += 1;
@@ -268,6 +275,8 @@ impl Ictx {
                 return Err(Errno::EADDRINUSE);
             }
         }
+        // The aperture's reserved ranges and the domain's slot in the IOAS.
+        fail_point(FailSite::Alloc)?;
         let first_domain = ioas.domains.is_empty();
         let areas: Vec<u64> = ioas.areas.keys().copied().collect();
         // Hold pages for every area if this is the first domain, then map.
@@ -428,7 +437,7 @@ impl Ictx {
                     return Err(format!("domain {d}: maps {} bytes, areas {}", h.pt.mapped_bytes(), want));
                 }
                 for a in ioas.areas.values().filter(|a| !a.revoked) {
-                    for (iova, phys, _) in area_runs(self, a, false) {
+                    for (iova, phys, _) in area_runs(self, a) {
                         if h.pt.iova_to_phys(iova).map(|x| x.0) != Some(phys) {
                             return Err(format!("domain {d}: wrong translation at {iova:#x}"));
                         }
@@ -477,13 +486,13 @@ impl Ictx {
 
 impl Ictx {
     /// VFIO type1 v1 cut: split the area containing `c` into `[first, c]` and
-    /// `[c + 1, last]` sharing its store (io_pagetable.md §8).
-    pub fn split_at(&mut self, ioas_id: u32, c: u64) -> Result<()> {
+    /// `[c + 1, last]` sharing its store (io_pagetable.md §8). Returns whether it split.
+    pub fn split_at(&mut self, ioas_id: u32, c: u64) -> Result<bool> {
         let align = self.iova_alignment(ioas_id);
         let ioas = &self.ioas[&ioas_id];
-        let Some(a) = ioas.area_at(c).cloned() else { return Ok(()) };
+        let Some(a) = ioas.area_at(c).cloned() else { return Ok(false) };
         if c == a.iova || c == a.last {
-            return Ok(());
+            return Ok(false);
         }
         if a.prevent_access {
             return Err(Errno::EBUSY);
@@ -499,6 +508,8 @@ impl Ictx {
         if a.num_accesses > 0 || (!ioas.domains.is_empty() && ioas.large_pages) {
             return Err(Errno::EINVAL);
         }
+        // The two new areas (`iopt_area_split`).
+        fail_point(FailSite::Alloc)?;
         let mut lhs = a.clone();
         lhs.last = c;
         let mut rhs = a;
@@ -509,6 +520,17 @@ impl Ictx {
         ioas.areas.insert(lhs.iova, lhs);
         ioas.areas.insert(rhs.iova, rhs);
         self.stores.get_mut(&store).expect("store").area_refs += 1;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Undo a [`Ictx::split_at`] at `c` that returned `true` (a later cut of the same
+    /// command failed): the two halves become one area again.
+    pub fn unsplit_at(&mut self, ioas_id: u32, c: u64) {
+        let ioas = self.ioas.get_mut(&ioas_id).expect("ioas");
+        let Some(rhs) = ioas.areas.remove(&(c + 1)) else { return };
+        let lhs = ioas.areas.range_mut(..=c).next_back().map(|(_, a)| a).expect("left half");
+        debug_assert!(lhs.last == c && lhs.store == rhs.store && lhs.offset + lhs.len() == rhs.offset);
+        lhs.last = rhs.last;
+        self.stores.get_mut(&rhs.store).expect("store").area_refs -= 1;
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::context::{Context, Ictx};
 use crate::errno::{Errno, Result};
+use crate::fault_inject::{fail_point, FailSite};
 use crate::io_pagetable::{Area, Ioas};
 use crate::iova;
 use crate::machine::{AcctMode, Machine};
@@ -85,6 +86,8 @@ pub(crate) fn allow_iovas(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     for k in 0..cmd.num_iovas as u64 {
         let mut r = IommuIovaRange::default();
         uc.read_user(cmd.allowed_iovas + k * 16, r.as_mut_bytes())?;
+        // One interval-tree node per range.
+        fail_point(FailSite::Alloc)?;
         list.push((r.start, r.last));
         iova::check_allowed(&list)?;
     }
@@ -152,6 +155,8 @@ pub(crate) fn map_pages(
     }
     let npages = (in_page + length).div_ceil(PAGE_SIZE);
     let mode = if matches!(src.source, Source::DmaBuf { .. }) { AcctMode::None } else { g.acct_mode() };
+    // The page store (`iopt_alloc_pages`).
+    fail_point(FailSite::Alloc)?;
     let store = g.new_store(Pages::new(src.source, npages, src.writable, owner_for(caller, mode)));
     g.stores.get_mut(&store).expect("store").area_refs = 0;
     let area = Area {
@@ -478,7 +483,7 @@ pub(crate) fn change_process(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         let p = &g.stores[s];
         let mut new_owner = owner_for(caller, p.owner.mode);
         new_owner.mode = p.owner.mode;
-        if let Err(e) = acct.charge(&new_owner, p.npinned) {
+        if let Err(e) = fail_point(FailSite::Charge).and_then(|_| acct.charge(&new_owner, p.npinned)) {
             for (o, n) in charged {
                 acct.uncharge(&o, n);
             }

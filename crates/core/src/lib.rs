@@ -26,6 +26,8 @@ mod machine;
 pub mod mock;
 mod object;
 mod pages;
+mod spans;
+mod snapshot;
 pub mod sim;
 mod ucmd;
 mod vfio_compat;

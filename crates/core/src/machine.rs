@@ -8,6 +8,7 @@
 use crate::errno::{Errno, Result};
 use crate::mock::DmaBuf;
 use crate::platform::{Platform, PAGE_SIZE};
+use crate::spans::SpanMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -97,8 +98,8 @@ impl Accounting {
 /// One emulated computer: physical-page pins, accounting, the self-test globals.
 pub struct Machine {
     pub(crate) platform: Arc<dyn Platform>,
-    /// Long-term pin count per physical page (what `MD_CHECK_REFS` reads).
-    pins: Mutex<HashMap<u64, u32>>,
+    /// Long-term pin count per physical page frame (what `MD_CHECK_REFS` reads), as runs.
+    pins: Mutex<SpanMap>,
     pub(crate) acct: Mutex<Accounting>,
     /// Self-test temporary buffer limit (`SET_TEMP_MEMORY_LIMIT`); affects batching only.
     pub(crate) temp_memory_limit: AtomicU32,
@@ -125,7 +126,7 @@ impl Machine {
     pub fn new(platform: Arc<dyn Platform>) -> Arc<Machine> {
         Arc::new(Machine {
             platform,
-            pins: Mutex::default(),
+            pins: Mutex::new(SpanMap::new(0)),
             acct: Mutex::default(),
             temp_memory_limit: AtomicU32::new(65536),
             dmabufs: Mutex::default(),
@@ -139,43 +140,32 @@ impl Machine {
         &self.platform
     }
 
-    /// Take one long-term pin on each physical page.
-    pub(crate) fn pin_pages(&self, phys: &[u64]) {
+    /// Take one long-term pin on each of `npages` physical pages from `phys`.
+    pub(crate) fn pin_run(&self, phys: u64, npages: u64) {
+        let pfn = phys / PAGE_SIZE;
         let mut pins = lock(&self.pins);
-        for &p in phys {
-            let c = pins.entry(p & !(PAGE_SIZE - 1)).or_insert(0);
-            *c += 1;
-            if *c == 1 {
-                self.platform.pin_changed(p, true);
-            }
+        for (gs, ge) in pins.gaps(pfn, pfn + npages) {
+            pins.insert(gs, ge, 0, 0);
+            self.platform.pin_changed(gs * PAGE_SIZE, ge - gs, true);
         }
+        pins.add(pfn, pfn + npages, 1, &mut |_, _, _| {});
     }
 
-    /// Drop one long-term pin on each physical page.
-    pub(crate) fn unpin_pages(&self, phys: &[u64]) {
+    /// Drop one long-term pin on each of `npages` physical pages from `phys`.
+    pub(crate) fn unpin_run(&self, phys: u64, npages: u64) {
+        let pfn = phys / PAGE_SIZE;
         let mut pins = lock(&self.pins);
-        for &p in phys {
-            let key = p & !(PAGE_SIZE - 1);
-            if let Some(c) = pins.get_mut(&key) {
-                *c -= 1;
-                if *c == 0 {
-                    pins.remove(&key);
-                    self.platform.pin_changed(p, false);
-                }
-            } else {
-                debug_assert!(false, "unpin of unpinned page {p:#x}");
-            }
-        }
+        pins.add(pfn, pfn + npages, -1, &mut |s, e, _| self.platform.pin_changed(s * PAGE_SIZE, e - s, false));
     }
 
     /// Long-term pins on one physical page.
     pub fn pin_count(&self, phys: u64) -> u32 {
-        lock(&self.pins).get(&(phys & !(PAGE_SIZE - 1))).copied().unwrap_or(0)
+        lock(&self.pins).at(phys / PAGE_SIZE).0
     }
 
-    /// Total pinned pages on the machine (for invariant checks).
+    /// Total pinned pages on the machine, counting each pin (for invariant checks).
     pub fn total_pins(&self) -> u64 {
-        lock(&self.pins).values().map(|&c| c as u64).sum()
+        lock(&self.pins).iter_range(0, u64::MAX).map(|(s, e, c, _)| (e - s) * c as u64).sum()
     }
 
     pub(crate) fn acct(&self) -> MutexGuard<'_, Accounting> {

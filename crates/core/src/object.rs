@@ -12,6 +12,7 @@
 //! mutably at once.
 
 use crate::errno::{Errno, Result};
+use crate::fault_inject::{fail_point, FailSite};
 use std::collections::BTreeMap;
 
 /// Largest object id.
@@ -56,6 +57,7 @@ pub(crate) struct ObjectTable {
 impl ObjectTable {
     /// Reserve the lowest free id for an object of `ty` (invisible until published).
     pub fn reserve(&mut self, ty: ObjType) -> Result<u32> {
+        fail_point(FailSite::Object)?;
         let mut want = 1u32;
         for &id in self.slots.keys() {
             if id != want {
@@ -106,6 +108,7 @@ impl ObjectTable {
 
     /// Check that `id` is a published object of type `ty` (ENOENT otherwise).
     pub fn expect(&self, id: u32, ty: ObjType) -> Result<()> {
+        fail_point(FailSite::Lookup)?;
         if self.type_of(id)? == ty {
             Ok(())
         } else {

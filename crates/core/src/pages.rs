@@ -8,9 +8,11 @@
 //! failing call pinned, so the store is exactly as before.
 
 use crate::errno::{Errno, Result};
+use crate::fault_inject::{fail_point, FailSite};
 use crate::machine::{AcctMode, Machine, Owner};
 use crate::mock::DmaBuf;
 use crate::platform::{Caller, HostFile, HostFileKind, PAGE_SIZE};
+use crate::spans::SpanMap;
 use std::sync::Arc;
 
 /// Where a store's pages come from.
@@ -37,38 +39,37 @@ pub(crate) struct Pages {
     pub owner: Owner,
     /// Number of areas referencing this store.
     pub area_refs: u32,
-    /// Physical address of each page while pinned (lazily sized).
-    phys: Vec<u64>,
-    /// Holders per page (lazily sized).
-    holds: Vec<u32>,
+    /// Pinned pages: page index → holders and physical address (runs).
+    pinned: SpanMap,
     /// Pages currently pinned (charged).
     pub npinned: u64,
 }
 
 impl Pages {
     pub fn new(source: Source, npages: u64, writable: bool, owner: Owner) -> Pages {
-        Pages { source, npages, writable, owner, area_refs: 0, phys: Vec::new(), holds: Vec::new(), npinned: 0 }
+        Pages { source, npages, writable, owner, area_refs: 0, pinned: SpanMap::new(PAGE_SIZE), npinned: 0 }
     }
 
     pub fn is_dmabuf(&self) -> bool {
         matches!(self.source, Source::DmaBuf { .. })
     }
 
-    fn ensure_arrays(&mut self) {
-        if self.holds.is_empty() && self.npages > 0 {
-            self.holds = vec![0; self.npages as usize];
-            self.phys = vec![0; self.npages as usize];
-        }
-    }
-
     /// Holders of one page.
     pub fn holds_of(&self, idx: u64) -> u32 {
-        self.holds.get(idx as usize).copied().unwrap_or(0)
+        self.pinned.at(idx).0
     }
 
     /// Physical address of a pinned page.
     pub fn pinned_phys(&self, idx: u64) -> Option<u64> {
-        self.holds.get(idx as usize).filter(|&&h| h > 0).map(|_| self.phys[idx as usize])
+        match self.pinned.at(idx) {
+            (0, _) => None,
+            (_, phys) => Some(phys),
+        }
+    }
+
+    /// Pinned runs over pages `[first, last]`: `(first index, end index, phys of first)`.
+    pub fn pinned_runs(&self, first: u64, last: u64) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.pinned.iter_range(first, last + 1).map(|(s, e, _, phys)| (s, e, phys))
     }
 
     /// Resolve pages `first..first+n` from the source (no pin taken).
@@ -95,59 +96,50 @@ impl Pages {
     /// Add one holder to every page of `[first, last]`, pinning pages that had none.
     pub fn hold(&mut self, machine: &Machine, first: u64, last: u64) -> Result<()> {
         debug_assert!(first <= last && last < self.npages);
-        self.ensure_arrays();
-        // Runs of pages that need a new pin.
-        let mut new_phys = Vec::new();
-        let mut idx = first;
-        let mut resolved: Vec<(u64, usize)> = Vec::new();
-        while idx <= last {
-            if self.holds[idx as usize] > 0 {
-                idx += 1;
-                continue;
+        // The pin batch (`pfn_reader`'s temporary buffer).
+        fail_point(FailSite::TempBuf)?;
+        // Resolve every page nobody holds yet, as runs of contiguous physical memory.
+        let mut runs: Vec<(u64, u64, u64)> = Vec::new(); // (first idx, end idx, phys)
+        let mut phys = Vec::new();
+        for (gs, ge) in self.pinned.gaps(first, last + 1) {
+            if !self.is_dmabuf() {
+                fail_point(FailSite::Pin)?;
             }
-            let start = idx;
-            while idx <= last && self.holds[idx as usize] == 0 {
-                idx += 1;
+            phys.clear();
+            self.resolve(machine, gs, (ge - gs) as usize, &mut phys)?;
+            let mut start = 0usize;
+            for k in 1..=phys.len() {
+                if k == phys.len() || phys[k] != phys[k - 1] + PAGE_SIZE {
+                    runs.push((gs + start as u64, gs + k as u64, phys[start]));
+                    start = k;
+                }
             }
-            let n = (idx - start) as usize;
-            self.resolve(machine, start, n, &mut new_phys)?;
-            resolved.push((start, n));
         }
-        let count = new_phys.len() as u64;
-        if !self.is_dmabuf() {
+        let count: u64 = runs.iter().map(|r| r.1 - r.0).sum();
+        if !self.is_dmabuf() && count > 0 {
+            fail_point(FailSite::Charge)?;
             machine.acct().charge(&self.owner, count)?;
         }
-        machine.pin_pages(&new_phys);
-        let mut it = new_phys.into_iter();
-        for (start, n) in resolved {
-            for i in start..start + n as u64 {
-                self.phys[i as usize] = it.next().unwrap_or(0);
-            }
+        for &(s, e, p) in &runs {
+            machine.pin_run(p, e - s);
+            self.pinned.insert(s, e, 0, p);
         }
-        for i in first..=last {
-            self.holds[i as usize] += 1;
-        }
+        self.pinned.add(first, last + 1, 1, &mut |_, _, _| {});
         self.npinned += count;
         Ok(())
     }
 
     /// Drop one holder from every page of `[first, last]`, unpinning pages left with none.
     pub fn release(&mut self, machine: &Machine, first: u64, last: u64) {
-        let mut freed = Vec::new();
-        for i in first..=last {
-            let h = &mut self.holds[i as usize];
-            debug_assert!(*h > 0, "release of unheld page");
-            *h = h.saturating_sub(1);
-            if *h == 0 {
-                freed.push(self.phys[i as usize]);
-                self.phys[i as usize] = 0;
-            }
-        }
-        machine.unpin_pages(&freed);
+        let mut freed = 0u64;
+        self.pinned.add(first, last + 1, -1, &mut |s, e, phys| {
+            machine.unpin_run(phys, e - s);
+            freed += e - s;
+        });
         if !self.is_dmabuf() {
-            machine.acct().uncharge(&self.owner, freed.len() as u64);
+            machine.acct().uncharge(&self.owner, freed);
         }
-        self.npinned -= freed.len() as u64;
+        self.npinned -= freed;
     }
 
     /// Read bytes at byte offset `off` of the store (may cross pages).

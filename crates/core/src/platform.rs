@@ -106,9 +106,10 @@ pub trait Platform: Send + Sync + 'static {
     /// Write bytes at a physical address (the range stays within one page).
     fn write_phys(&self, phys: u64, buf: &[u8]) -> Result<()>;
 
-    /// Called when a physical page gains its first pin / loses its last pin, so a platform
-    /// can keep the backing alive while pinned (e.g. hold a file reference).
-    fn pin_changed(&self, _phys: u64, _pinned: bool) {}
+    /// Called when `npages` physical pages from `phys` gain their first pin / lose their
+    /// last pin, so a platform can keep the backing alive while pinned (e.g. hold a file
+    /// reference).
+    fn pin_changed(&self, _phys: u64, _npages: u64, _pinned: bool) {}
 
     /// Look up a file descriptor of the caller. EBADF if not open.
     fn fd(&self, caller: &Caller, fd: i32) -> Result<FdTarget>;

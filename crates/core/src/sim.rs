@@ -115,6 +115,11 @@ impl SimPlatform {
         self.lock().fds.remove(&fd)
     }
 
+    /// Every open descriptor, ascending.
+    pub fn open_fds(&self) -> Vec<i32> {
+        self.lock().fds.keys().copied().collect()
+    }
+
     /// The engine file behind a descriptor.
     pub fn engine_file(&self, fd: i32) -> Option<EngineFile> {
         match self.lock().fds.get(&fd) {

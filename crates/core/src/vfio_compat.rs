@@ -207,8 +207,19 @@ fn unmap_dma(ctx: &Arc<Context>, caller: &Caller, arg: u64) -> Result<i64> {
             if un.iova != 0 {
                 cuts.push(un.iova - 1);
             }
+            // Both cuts or neither.
+            let mut split = Vec::new();
             for c in cuts {
-                g.split_at(ioas, c)?;
+                match g.split_at(ioas, c) {
+                    Ok(true) => split.push(c),
+                    Ok(false) => {}
+                    Err(e) => {
+                        for c in split.into_iter().rev() {
+                            g.unsplit_at(ioas, c);
+                        }
+                        return Err(e);
+                    }
+                }
             }
         }
         if un.size == 0 {

@@ -5,6 +5,7 @@
 use crate::access;
 use crate::context::{Context, Ictx};
 use crate::errno::{Errno, Result};
+use crate::fault_inject::{fail_point, FailSite};
 use crate::object::ObjType;
 use crate::platform::{Caller, HostFile, PAGE_SIZE};
 use crate::ucmd::{read_driver_data, Ucmd};
@@ -103,6 +104,8 @@ pub(crate) fn viommu_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     let mut data = None;
     if cmd.data_len != 0 {
         let mut d: t::IommuViommuSelftest = read_driver_data(uc.platform, uc.caller, cmd.data_uptr, cmd.data_len, 8)?;
+        // The mock vIOMMU's page for its mmap region.
+        fail_point(FailSite::Alloc)?;
         let mem = m.platform.create_dmabuf_memory(2 * PAGE_SIZE)?;
         let mut page0 = Vec::with_capacity(1);
         mem.resolve_pages(0, 1, &mut page0)?;
@@ -289,6 +292,12 @@ pub(crate) fn veventq_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         destroy_veventq(&mut g, id);
         g.objs.remove(id);
     };
+    // The anonymous file and its descriptor.
+    if let Err(e) = fail_point(FailSite::Alloc) {
+        drop(file);
+        undo(ctx);
+        return Err(e);
+    }
     let fd = match ctx.machine.platform.install_fd(uc.caller, EngineFile::Veventq(file), 0o2 | 0o2000000) {
         Ok(fd) => fd,
         Err(e) => {
@@ -315,6 +324,8 @@ pub(crate) fn destroy_veventq(g: &mut Ictx, id: u32) {
 /// The mock driver reports an event on a vIOMMU. EOPNOTSUPP without a queue of that type.
 pub(crate) fn report_event(g: &mut Ictx, viommu: u32, ty: u32, data: &[u8]) -> Result<()> {
     let qid = *g.viommus.get(&viommu).and_then(|v| v.veventqs.get(&ty)).ok_or(Errno::EOPNOTSUPP)?;
+    // The event record.
+    fail_point(FailSite::Alloc)?;
     g.veventqs.get_mut(&qid).expect("veventq").report(data);
     Ok(())
 }
@@ -474,6 +485,10 @@ pub(crate) fn invalidate(uc: &Ucmd<'_>, g: &mut Ictx, viommu: u32, cmd: &IommuHw
         return (0, Err(Errno::EINVAL));
     }
     const SZ: usize = core::mem::size_of::<t::IommuViommuInvalidateSelftest>();
+    // The driver's copy of the request array.
+    if let Err(e) = fail_point(FailSite::TempBuf) {
+        return (0, Err(e));
+    }
     let mut entries = Vec::with_capacity(cmd.entry_num as usize);
     for i in 0..cmd.entry_num as u64 {
         let addr = cmd.data_uptr + i * cmd.entry_len as u64;

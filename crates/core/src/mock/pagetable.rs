@@ -191,6 +191,8 @@ pub struct MockPageTable {
     nr_tables: usize,
     /// Bytes mapped.
     mapped: u64,
+    /// log2 of the largest leaf the current `map` call may create.
+    cap_lg2: u32,
 }
 
 impl fmt::Debug for MockPageTable {
@@ -207,7 +209,7 @@ impl MockPageTable {
     /// An empty table of the given type.
     pub fn new(ty: MockPtType) -> Self {
         let mut pt =
-            MockPageTable { ty, tables: Vec::new(), live: Vec::new(), free: Vec::new(), nr_tables: 0, mapped: 0 };
+            MockPageTable { ty, tables: Vec::new(), live: Vec::new(), free: Vec::new(), nr_tables: 0, mapped: 0, cap_lg2: 63 };
         let top = pt.alloc_table();
         debug_assert_eq!(top, 0);
         pt
@@ -247,6 +249,17 @@ impl MockPageTable {
     /// nothing. The range is stored as leaf mappings, each the largest supported page size that
     /// divides the current iova and phys and fits the remaining length.
     pub fn map(&mut self, iova: u64, phys: u64, len: u64, prot: Prot) -> Result<()> {
+        self.map_max(iova, phys, len, prot, 1 << 63)
+    }
+
+    /// [`map`](Self::map) with leaves no larger than `max_page` (a power of two ≥ the
+    /// minimum page): how an IOAS with large pages disabled maps, one PAGE_SIZE IOPTE per
+    /// page, in a single call.
+    pub fn map_max(&mut self, iova: u64, phys: u64, len: u64, prot: Prot, max_page: u64) -> Result<()> {
+        if !max_page.is_power_of_two() || max_page < self.min_page() {
+            return Err(Errno::EINVAL);
+        }
+        self.cap_lg2 = max_page.trailing_zeros();
         if (iova | phys | len) & (self.min_page() - 1) != 0 {
             return Err(Errno::EINVAL);
         }
@@ -449,7 +462,7 @@ impl MockPageTable {
         let isz_lg2 = item_lg2(level);
         let isz = 1u64 << isz_lg2;
         while iova < end {
-            let lg2 = leaf_lg2(ty, iova, phys, end - iova);
+            let lg2 = leaf_lg2(ty, iova, phys, end - iova).min(self.cap_lg2);
             let i = index(iova, level);
             if lg2 >= isz_lg2 {
                 // A leaf at this level: one entry or a run of 2^(lg2 - isz_lg2).
@@ -490,14 +503,14 @@ impl MockPageTable {
     fn map_level0(&mut self, tbl: usize, mut iova: u64, mut phys: u64, end: u64, bits: u64) {
         let ty = self.ty;
         let uniform_lg2 = match ty {
-            MockPtType::Default => (iova ^ phys).trailing_zeros().min(DEFAULT_MAX_LG2),
+            MockPtType::Default => (iova ^ phys).trailing_zeros().min(DEFAULT_MAX_LG2).min(self.cap_lg2),
             // Level 0 holds only the 4 KiB pages of the HUGE type.
             MockPtType::Huge => HUGE_SMALL_LG2,
         };
         let t = self.tables[tbl].as_deref_mut().expect("mock page table: dangling table index");
         let mut added = 0usize;
         while iova < end {
-            let lg2 = leaf_lg2(ty, iova, phys, end - iova);
+            let lg2 = leaf_lg2(ty, iova, phys, end - iova).min(self.cap_lg2);
             debug_assert!(lg2 < item_lg2(1));
             let n = 1usize << (lg2 - GRANULE_LG2);
             let i = index(iova, 0);
