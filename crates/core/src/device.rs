@@ -29,6 +29,8 @@ pub(crate) struct Device {
     pub pasid_fail_armed: bool,
     /// Mock driver: (vIOMMU, virt_id) of the vIOMMU-based nested HWPT on the RID.
     pub viommu_assoc: Option<(u32, u64)>,
+    /// Invalidation epoch of the device's IOTLB (see `dma.rs`).
+    pub epoch: std::sync::Arc<crate::dma::DmaEpoch>,
 }
 
 impl Device {
@@ -162,6 +164,7 @@ fn attach_hwpt(g: &mut Ictx, dev: u32, pasid: u32, hwpt: u32) -> Result<()> {
     fail_point(FailSite::Alloc)?;
     check_attach(g, dev, pasid, hwpt)?;
     g.devices.get_mut(&dev).expect("device").attached.insert(pasid, hwpt);
+    g.devices[&dev].epoch.invalidate();
     g.objs.get(hwpt);
     g.objs.get(dev);
     Ok(())
@@ -170,6 +173,7 @@ fn attach_hwpt(g: &mut Ictx, dev: u32, pasid: u32, hwpt: u32) -> Result<()> {
 /// Remove the attachment without destroying an automatic HWPT.
 fn detach_raw(g: &mut Ictx, dev: u32, pasid: u32) -> Option<u32> {
     let h = g.devices.get_mut(&dev)?.attached.remove(&pasid)?;
+    g.devices[&dev].epoch.invalidate();
     if pasid == t::IOMMU_TEST_PASID_RESERVED {
         g.devices.get_mut(&dev).expect("device").pasid_fail_armed = false;
     }
@@ -262,6 +266,7 @@ fn replace_hwpt(g: &mut Ictx, dev: u32, pasid: u32, old: u32, new: u32) -> Resul
     match r {
         Ok(()) => {
             d.attached.insert(pasid, new);
+            d.epoch.invalidate();
             hw_pagetable::auto_respond(g, old, dev, pasid);
             g.objs.get(new);
             g.objs.put(old);
@@ -302,6 +307,7 @@ pub(crate) fn mock_domain(ctx: &Context, g: &mut Ictx, pt_id: u32, dev_flags: u3
             attached: BTreeMap::new(),
             pasid_fail_armed: false,
             viommu_assoc: None,
+            epoch: Default::default(),
         },
     );
     // The driver's binding reference.

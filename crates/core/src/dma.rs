@@ -5,18 +5,51 @@
 //! through its parent's stage-2 domain; the mock stage-1 is identity), checks the leaf's
 //! permission, copies through the platform, and marks written leaves dirty while dirty
 //! tracking is on. A translation failure is an IO page fault: the call fails with EFAULT
-//! and nothing beyond the faulting address is touched.
+//! and nothing at or beyond the faulting address is touched.
+//!
+//! ## IOTLB
+//! A [`DmaPort`] is one device's DMA engine with its own IOTLB: a direct-mapped cache of
+//! leaf translations that is used without taking the context lock. Exactness: every device
+//! has a [`DmaEpoch`]; any change that can make a cached translation wrong — unmapping from a
+//! domain the device uses, attaching/replacing/detaching the device, clearing dirty bits,
+//! switching dirty tracking — bumps the epoch (under the context lock) and then waits until
+//! no DMA of that device is in flight. A DMA counts itself in flight *before* it checks the
+//! epoch, so it either sees the new epoch (and walks the updated table under the lock) or
+//! finishes before the invalidation returns: no access ever lands through a stale entry.
 
 use crate::context::{Context, Ictx};
 use crate::errno::{Errno, Result};
+use crate::mock::pagetable::Prot;
 use crate::object::ObjType;
 use crate::platform::PAGE_SIZE;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
-/// Direction of a DMA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Dir {
-    Read,
-    Write,
+/// A device's IOTLB invalidation epoch and in-flight DMA count.
+#[derive(Debug, Default)]
+pub struct DmaEpoch {
+    gen: AtomicU64,
+    inflight: AtomicU32,
+}
+
+impl DmaEpoch {
+    /// Invalidate every IOTLB entry of the device and wait for DMAs in flight.
+    pub(crate) fn invalidate(&self) {
+        self.gen.fetch_add(1, Ordering::SeqCst);
+        while self.inflight.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Invalidate the IOTLBs of every device translating through paging domain `hwpt`.
+pub(crate) fn invalidate_domain(g: &Ictx, hwpt: u32) {
+    for d in g.devices.values() {
+        if d.attached.values().any(|&h| h == hwpt || g.nested.get(&h).is_some_and(|n| n.parent == hwpt)) {
+            d.epoch.invalidate();
+        }
+    }
 }
 
 /// The paging HWPT that translates DMA from (dev, pasid).
@@ -26,78 +59,183 @@ fn paging_hwpt(g: &Ictx, dev: u32, pasid: u32) -> Result<u32> {
     Ok(g.nested.get(&h).map_or(h, |n| n.parent))
 }
 
+/// A translated leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// First IOVA of the leaf.
+    pub iova: u64,
+    /// Leaf size in bytes.
+    pub len: u64,
+    /// Physical address of the leaf's first byte.
+    pub phys: u64,
+    /// Readable by the device.
+    pub read: bool,
+    /// Writable by the device.
+    pub write: bool,
+}
+
+impl Translation {
+    fn prot(&self) -> Prot {
+        Prot { read: self.read, write: self.write }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct TlbEntry {
+    /// `iova >> 12` + 1 (0 = empty).
+    tag: u64,
+    gen: u64,
+    t: Option<Translation>,
+    /// The leaf is known dirty (writes need no page-table update).
+    dirty: bool,
+    tracking: bool,
+}
+
+const TLB_SIZE: usize = 64;
+
+/// One device's DMA engine: translates through its IOTLB and copies through the platform.
+#[derive(Debug)]
+pub struct DmaPort {
+    ctx: Arc<Context>,
+    dev: u32,
+    pasid: u32,
+    epoch: Arc<DmaEpoch>,
+    tlb: Box<[TlbEntry; TLB_SIZE]>,
+    hits: u64,
+    misses: u64,
+}
+
 impl Context {
+    /// A DMA port for device `dev` at `pasid` (0 = RID): ENOENT if `dev` is not a device.
+    pub fn dma_port(self: &Arc<Self>, dev: u32, pasid: u32) -> Result<DmaPort> {
+        let g = self.lock();
+        g.objs.expect(dev, ObjType::Device)?;
+        let epoch = g.devices[&dev].epoch.clone();
+        Ok(DmaPort { ctx: self.clone(), dev, pasid, epoch, tlb: Box::new([TlbEntry::default(); TLB_SIZE]), hits: 0, misses: 0 })
+    }
+
     /// An emulated device reads `buf.len()` bytes at `iova` through the domain attached to
     /// its `pasid` (0 = RID). EFAULT on a translation or permission fault (an IO page
     /// fault); ENOENT if `dev` is not a device.
-    pub fn dma_read(&self, dev: u32, pasid: u32, iova: u64, buf: &mut [u8]) -> Result<()> {
-        let mut g = self.lock();
-        dma(&mut g, self, dev, pasid, iova, Buf::Read(buf))
+    pub fn dma_read(self: &Arc<Self>, dev: u32, pasid: u32, iova: u64, buf: &mut [u8]) -> Result<()> {
+        self.dma_port(dev, pasid)?.read(iova, buf)
     }
 
     /// An emulated device writes `buf` at `iova` (see [`Context::dma_read`]); written
     /// leaves become dirty while dirty tracking is enabled on the domain.
-    pub fn dma_write(&self, dev: u32, pasid: u32, iova: u64, buf: &[u8]) -> Result<()> {
-        let mut g = self.lock();
-        dma(&mut g, self, dev, pasid, iova, Buf::Write(buf))
+    pub fn dma_write(self: &Arc<Self>, dev: u32, pasid: u32, iova: u64, buf: &[u8]) -> Result<()> {
+        self.dma_port(dev, pasid)?.write(iova, buf)
     }
 }
 
-enum Buf<'a> {
-    Read(&'a mut [u8]),
-    Write(&'a [u8]),
-}
+impl DmaPort {
+    /// IOTLB hits and misses so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
 
-impl Buf<'_> {
-    fn len(&self) -> usize {
-        match self {
-            Buf::Read(b) => b.len(),
-            Buf::Write(b) => b.len(),
-        }
+    /// Drop every cached translation (the next accesses walk the page table).
+    pub fn flush(&mut self) {
+        self.tlb.fill(TlbEntry::default());
     }
-    fn dir(&self) -> Dir {
-        match self {
-            Buf::Read(_) => Dir::Read,
-            Buf::Write(_) => Dir::Write,
-        }
-    }
-}
 
-fn dma(g: &mut Ictx, ctx: &Context, dev: u32, pasid: u32, iova: u64, mut buf: Buf<'_>) -> Result<()> {
-    let hwpt = paging_hwpt(g, dev, pasid)?;
-    let len = buf.len() as u64;
-    if len == 0 {
-        return Ok(());
+    /// Translate one IOVA through the IOTLB (walking the domain on a miss).
+    pub fn translate(&mut self, iova: u64) -> Result<Translation> {
+        let e = self.lookup(iova, false)?;
+        e.t.ok_or(Errno::EFAULT)
     }
-    iova.checked_add(len - 1).ok_or(Errno::EFAULT)?;
-    let p = &*ctx.machine.platform;
-    let h = g.hwpt.get_mut(&hwpt).expect("hwpt");
-    let dir = buf.dir();
-    let mut done = 0u64;
-    while done < len {
-        let at = iova + done;
-        let (leaf_iova, leaf_len, leaf_phys, prot) = h.pt.lookup_leaf(at).ok_or(Errno::EFAULT)?;
-        let ok = match dir {
-            Dir::Read => prot.read,
-            Dir::Write => prot.write,
-        };
-        if !ok {
-            return Err(Errno::EFAULT);
+
+    #[inline]
+    fn slot(iova: u64) -> usize {
+        ((iova >> 12) as usize) % TLB_SIZE
+    }
+
+    /// The entry for `iova`, filled from the page table on a miss (under the context lock).
+    /// With `for_write` while tracking, the leaf is marked dirty first.
+    #[inline]
+    fn lookup(&mut self, iova: u64, for_write: bool) -> Result<TlbEntry> {
+        let tag = (iova >> 12) + 1;
+        let e = self.tlb[Self::slot(iova)];
+        if e.tag == tag && e.gen == self.epoch.gen.load(Ordering::Acquire) && !(for_write && e.tracking && !e.dirty) {
+            self.hits += 1;
+            return Ok(e);
         }
-        let phys = leaf_phys + (at - leaf_iova);
-        // Stay within the leaf and within one page per platform copy.
-        let n = (leaf_iova + leaf_len - at).min(PAGE_SIZE - phys % PAGE_SIZE).min(len - done) as usize;
-        let r = done as usize..done as usize + n;
-        match &mut buf {
-            Buf::Read(b) => p.read_phys(phys, &mut b[r])?,
-            Buf::Write(b) => {
-                p.write_phys(phys, &b[r])?;
-                if h.tracking {
-                    h.pt.set_dirty(at);
-                }
+        self.misses += 1;
+        self.fill(iova, for_write)
+    }
+
+    #[cold]
+    fn fill(&mut self, iova: u64, for_write: bool) -> Result<TlbEntry> {
+        let mut g = self.ctx.lock();
+        let gen = self.epoch.gen.load(Ordering::Acquire);
+        let hwpt = paging_hwpt(&g, self.dev, self.pasid)?;
+        let h = g.hwpt.get_mut(&hwpt).expect("hwpt");
+        let t = h.pt.lookup_leaf(iova).map(|(li, ll, lp, prot)| Translation { iova: li, len: ll, phys: lp, read: prot.read, write: prot.write });
+        let mut dirty = false;
+        if let (Some(t), true, true) = (t, for_write, h.tracking) {
+            if t.write {
+                h.pt.set_dirty(iova);
+                dirty = true;
             }
         }
-        done += n as u64;
+        let e = TlbEntry { tag: (iova >> 12) + 1, gen, t, dirty, tracking: h.tracking };
+        // Only translations are cached; a fault is reported again on the next access.
+        if t.is_some() {
+            self.tlb[Self::slot(iova)] = e;
+        }
+        Ok(e)
     }
-    Ok(())
+
+    /// Read `buf.len()` bytes at `iova`.
+    pub fn read(&mut self, iova: u64, buf: &mut [u8]) -> Result<()> {
+        self.access(iova, buf.len(), false, &mut |p, phys, r| p.read_phys(phys, &mut buf[r]))
+    }
+
+    /// Write `buf` at `iova`.
+    pub fn write(&mut self, iova: u64, buf: &[u8]) -> Result<()> {
+        self.access(iova, buf.len(), true, &mut |p, phys, r| p.write_phys(phys, &buf[r]))
+    }
+
+    fn access(
+        &mut self,
+        iova: u64,
+        len: usize,
+        write: bool,
+        copy: &mut dyn FnMut(&dyn crate::Platform, u64, std::ops::Range<usize>) -> Result<()>,
+    ) -> Result<()> {
+        let len = len as u64;
+        if len == 0 {
+            return Ok(());
+        }
+        iova.checked_add(len - 1).ok_or(Errno::EFAULT)?;
+        let platform = self.ctx.machine.platform.clone();
+        let mut done = 0u64;
+        while done < len {
+            let at = iova + done;
+            // Translate (possibly walking the table under the context lock) before
+            // counting ourselves in flight: an invalidation holding that lock waits for
+            // in-flight DMAs, so we must never wait for the lock while counted.
+            let e = self.lookup(at, write)?;
+            let t = e.t.ok_or(Errno::EFAULT)?;
+            let prot = t.prot();
+            if (write && !prot.write) || (!write && !prot.read) {
+                return Err(Errno::EFAULT);
+            }
+            self.epoch.inflight.fetch_add(1, Ordering::SeqCst);
+            let res = if e.gen != self.epoch.gen.load(Ordering::SeqCst) {
+                Ok(None) // invalidated meanwhile: translate again
+            } else {
+                // Copy up to the end of the leaf, within one page per platform call.
+                let phys = t.phys + (at - t.iova);
+                let n = (t.iova + t.len - at).min(PAGE_SIZE - phys % PAGE_SIZE).min(len - done);
+                copy(&*platform, phys, done as usize..(done + n) as usize).map(|_| Some(n))
+            };
+            self.epoch.inflight.fetch_sub(1, Ordering::SeqCst);
+            match res? {
+                Some(n) => done += n,
+                None => continue,
+            }
+        }
+        Ok(())
+    }
 }

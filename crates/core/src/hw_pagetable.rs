@@ -361,10 +361,13 @@ pub(crate) fn set_dirty_tracking(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i6
         return Err(Errno::EOPNOTSUPP);
     }
     let enable = cmd.flags & IOMMU_HWPT_DIRTY_TRACKING_ENABLE != 0;
-    if enable && !h.tracking {
+    let clean = enable && !h.tracking;
+    if clean {
         h.pt.clear_all_dirty();
     }
     h.tracking = enable;
+    // Cached "already dirty" state and tracking on/off both live in device IOTLBs.
+    crate::dma::invalidate_domain(&g, cmd.hwpt_id);
     Ok(0)
 }
 
@@ -431,6 +434,9 @@ pub(crate) fn get_dirty_bitmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64>
                 bits.push(b);
             }
         });
+    }
+    if clear {
+        crate::dma::invalidate_domain(&g, cmd.hwpt_id);
     }
     drop(g);
     // Set the bits in the user bitmap (read-modify-write of whole bytes); errors are
@@ -586,7 +592,15 @@ pub(crate) fn fault_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     };
     cmd.out_fault_id = id;
     cmd.out_fault_fd = fd as u32;
-    uc.respond(&cmd)?;
+    if let Err(e) = uc.respond(&cmd) {
+        // The caller never learns the descriptor: take it back and undo. (If the platform
+        // cannot, the object stays reserved for as long as the descriptor holds it.)
+        if let Some(f) = ctx.machine.platform.uninstall_fd(uc.caller, fd) {
+            drop(f);
+            undo(ctx);
+        }
+        return Err(e);
+    }
     ctx.lock().objs.publish(id);
     Ok(0)
 }

@@ -168,6 +168,7 @@ impl Ictx {
                 for &(iova, _, len) in &runs[..i] {
                     pt.unmap(iova, len);
                 }
+                crate::dma::invalidate_domain(self, hwpt_id);
                 return Err(e);
             }
         }
@@ -180,6 +181,7 @@ impl Ictx {
         }
         if let Some(h) = self.hwpt.get_mut(&hwpt_id) {
             h.pt.unmap(a.iova, a.len());
+            crate::dma::invalidate_domain(self, hwpt_id);
         }
     }
 

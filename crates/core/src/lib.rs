@@ -36,6 +36,7 @@ pub mod viommu;
 pub use access::AccessFile;
 pub use context::Context;
 pub use hw_pagetable::FaultFile;
+pub use dma::{DmaEpoch, DmaPort, Translation};
 pub use viommu::{MmapHold, MmapRegion, VeventqFile};
 pub use errno::{Errno, Result};
 pub use machine::Machine;

@@ -269,3 +269,34 @@ fn read_only_mapping_refuses_device_writes() {
     h.ctx.dma_read(dev, 0, c.iova, &mut b).unwrap();
     assert_eq!(h.ctx.dma_write(dev, 0, c.iova, &b), Err(Errno::EFAULT));
 }
+
+#[test]
+fn iotlb_is_kept_exact_by_invalidation() {
+    use uiommu_core::Platform;
+    let h = H::new();
+    let a = h.sim.mmap(PID, 16 << 10, true);
+    let b = h.sim.mmap(PID, 16 << 10, true);
+    h.sim.write_user(&h.caller, a, b"AAAA").unwrap();
+    h.sim.write_user(&h.caller, b, b"BBBB").unwrap();
+    let ioas = h.ioas_alloc();
+    let (stdev, _, dev) = h.mock_domain(ioas).unwrap();
+    let iova = h.map(ioas, a, 16 << 10, Some(0x1000000)).unwrap();
+    let mut port = h.ctx.dma_port(dev, 0).unwrap();
+    let mut x = [0u8; 4];
+    port.read(iova, &mut x).unwrap();
+    assert_eq!(&x, b"AAAA");
+    port.read(iova, &mut x).unwrap();
+    let (hits, misses) = port.stats();
+    assert!(hits >= 1 && misses >= 1, "second access hits the IOTLB ({hits} hits, {misses} misses)");
+    // Unmap: the cached translation must not survive.
+    h.unmap(ioas, iova, 16 << 10).unwrap();
+    assert_eq!(port.read(iova, &mut x), Err(Errno::EFAULT));
+    // Same IOVA, other memory: the port sees the new translation.
+    h.map(ioas, b, 16 << 10, Some(iova)).unwrap();
+    port.read(iova, &mut x).unwrap();
+    assert_eq!(&x, b"BBBB");
+    // Moving the device to another (empty) IOAS invalidates too.
+    let other = h.ioas_alloc();
+    h.test_cmd(uiommu_uapi::test::IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE, stdev, &uiommu_uapi::test::TestMockDomainReplace { pt_id: other }).unwrap();
+    assert_eq!(port.read(iova, &mut x), Err(Errno::EFAULT));
+}
