@@ -423,15 +423,16 @@ pub(crate) fn get_dirty_bitmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64>
     }
     let clear = cmd.flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR == 0;
     let h = g.hwpt.get_mut(&cmd.hwpt_id).expect("hwpt");
-    let mut bits: Vec<u64> = Vec::new();
+    // Dirty units as ascending, inclusive bit ranges.
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
     for (s, l) in spans {
         h.pt.read_and_clear_dirty(s, l - s + 1, clear, &mut |leaf, len| {
             let lo = leaf.max(s);
             let hi = (leaf + len - 1).min(l);
-            let first = (lo - cmd.iova) / gran;
-            let lastb = (hi - cmd.iova) / gran;
-            for b in first..=lastb {
-                bits.push(b);
+            let (a, b) = ((lo - cmd.iova) / gran, (hi - cmd.iova) / gran);
+            match ranges.last_mut() {
+                Some(r) if r.1 + 1 >= a => r.1 = r.1.max(b),
+                _ => ranges.push((a, b)),
             }
         });
     }
@@ -439,30 +440,57 @@ pub(crate) fn get_dirty_bitmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64>
         crate::dma::invalidate_domain(&g, cmd.hwpt_id);
     }
     drop(g);
-    // Set the bits in the user bitmap (read-modify-write of whole bytes); errors are
-    // swallowed like the kernel's walk.
-    let mut byte_idx: Option<(u64, u8)> = None;
-    let flush = |b: Option<(u64, u8)>| {
-        if let Some((idx, bitsv)) = b {
-            let mut cur = [0u8];
-            if uc.read_user(cmd.data + idx, &mut cur).is_ok() {
-                cur[0] |= bitsv;
-                let _ = uc.write_user(cmd.data + idx, &cur);
-            }
+    set_user_bits(uc, cmd.data, &ranges);
+    Ok(0)
+}
+
+/// OR the bit ranges into the user bitmap at `data` (bit n in byte n/8, bit n%8), a window
+/// of at most 1 MiB at a time. Faults are ignored, as the kernel's walk ignores them.
+fn set_user_bits(uc: &Ucmd<'_>, data: u64, ranges: &[(u64, u64)]) {
+    const WINDOW: u64 = 1 << 20;
+    let mut i = 0;
+    let mut buf: Vec<u8> = Vec::new();
+    while i < ranges.len() {
+        let start_byte = ranges[i].0 / 8;
+        let mut end_byte = start_byte; // exclusive, grows
+        let mut j = i;
+        while j < ranges.len() && ranges[j].0 / 8 < start_byte + WINDOW {
+            end_byte = end_byte.max(ranges[j].1.min((start_byte + WINDOW) * 8 - 1) / 8 + 1);
+            j += 1;
         }
-    };
-    for b in bits {
-        let idx = b / 8;
-        match byte_idx {
-            Some((i, ref mut v)) if i == idx => *v |= 1 << (b % 8),
-            _ => {
-                flush(byte_idx);
-                byte_idx = Some((idx, 1 << (b % 8)));
+        buf.clear();
+        buf.resize((end_byte - start_byte) as usize, 0);
+        if uc.read_user(data + start_byte, &mut buf).is_ok() {
+            for &(a, b) in &ranges[i..j] {
+                let b = b.min(end_byte * 8 - 1);
+                set_bit_range(&mut buf, a - start_byte * 8, b - start_byte * 8);
             }
+            let _ = uc.write_user(data + start_byte, &buf);
+        }
+        // A range running past the window continues in the next one.
+        let last = ranges[j - 1];
+        if last.1 >= end_byte * 8 {
+            let mut rest = ranges[j..].to_vec();
+            rest.insert(0, (end_byte * 8, last.1));
+            set_user_bits(uc, data, &rest);
+            return;
+        }
+        i = j;
+    }
+}
+
+/// Set bits `[a, b]` of a byte buffer.
+fn set_bit_range(buf: &mut [u8], a: u64, b: u64) {
+    let mut n = a;
+    while n <= b {
+        if n % 8 == 0 && n + 7 <= b {
+            buf[(n / 8) as usize] = 0xff;
+            n += 8;
+        } else {
+            buf[(n / 8) as usize] |= 1 << (n % 8);
+            n += 1;
         }
     }
-    flush(byte_idx);
-    Ok(0)
 }
 
 // ---- fault queues ----

@@ -600,6 +600,9 @@ impl MockPageTable {
     /// The dirty walk over [lo, hi) (non-empty, inside the span of `tbl`), mirroring generic_pt's
     /// `__read_and_clear_dirty()` / `record_dirty()`.
     fn dirty_range(&mut self, tbl: usize, level: u32, lo: u64, hi: u64, clear: bool, f: &mut dyn FnMut(u64, u64)) {
+        if level == 0 {
+            return self.dirty_level0(tbl, lo, hi, clear, f);
+        }
         let lg2 = item_lg2(level);
         let isz = 1u64 << lg2;
         let base = table_base(lo, level);
@@ -634,6 +637,66 @@ impl MockPageTable {
                 }
             }
             i = start + n;
+        }
+    }
+}
+
+impl MockPageTable {
+    /// The level-0 case of [`dirty_range`](Self::dirty_range): same results, but clean
+    /// stretches are skipped with a tight scan of the dirty bit (most entries of a large
+    /// domain are clean), so the walk runs at memory speed.
+    fn dirty_level0(&mut self, tbl: usize, lo: u64, hi: u64, clear: bool, f: &mut dyn FnMut(u64, u64)) {
+        let base = table_base(lo, 0);
+        let first = index(lo, 0);
+        let end_i = index(hi - 1, 0) + 1;
+        let t = self.tables[tbl].as_deref_mut().expect("mock page table: dangling table index");
+        // One leaf run, judged on all its entries (even those outside the window).
+        let mut leaf = |t: &mut Table, k: usize, f: &mut dyn FnMut(u64, u64)| -> usize {
+            let (size_lg2, _) = leaf_decode(t[k], 0);
+            let n = 1usize << (size_lg2 - GRANULE_LG2);
+            let start = k & !(n - 1);
+            let run = &mut t[start..start + n];
+            if run.iter().any(|&x| x & PTE_D != 0) {
+                // Where the walk entered this leaf: its start, or `lo` inside it.
+                let entered = start.max(first);
+                let count = if n == 1 { 1 } else { (start + n - 1).min(end_i).saturating_sub(entered) };
+                if count > 0 {
+                    f(lo.max(base + ((entered as u64) << GRANULE_LG2)), (count as u64) << GRANULE_LG2);
+                }
+                if clear {
+                    for x in run.iter_mut() {
+                        *x &= !PTE_D;
+                    }
+                }
+            }
+            start + n
+        };
+        let mut i = first;
+        // A head leaf starting before the window.
+        if t[i] & PTE_PR != 0 {
+            let (size_lg2, _) = leaf_decode(t[i], 0);
+            if i & ((1usize << (size_lg2 - GRANULE_LG2)) - 1) != 0 {
+                i = leaf(t, i, f);
+            }
+        }
+        // A tail leaf running past the window.
+        let mut tail = end_i;
+        if i < end_i && t[end_i - 1] & PTE_PR != 0 {
+            let (size_lg2, _) = leaf_decode(t[end_i - 1], 0);
+            let n = 1usize << (size_lg2 - GRANULE_LG2);
+            let start = (end_i - 1) & !(n - 1);
+            if start + n > end_i {
+                tail = start.max(i);
+            }
+        }
+        // Leaves wholly inside: jump from dirty entry to dirty entry.
+        while i < tail {
+            let Some(k) = t[i..tail].iter().position(|&e| e & PTE_D != 0) else { break };
+            i = leaf(t, i + k, f);
+        }
+        i = i.max(tail);
+        if i < end_i {
+            leaf(t, i, f);
         }
     }
 }
