@@ -94,15 +94,24 @@ struct TlbEntry {
 const TLB_SIZE: usize = 64;
 
 /// One device's DMA engine: translates through its IOTLB and copies through the platform.
-#[derive(Debug)]
 pub struct DmaPort {
     ctx: Arc<Context>,
     dev: u32,
     pasid: u32,
     epoch: Arc<DmaEpoch>,
     tlb: Box<[TlbEntry; TLB_SIZE]>,
+    /// The domain translating for this port and whether it tracks dirty pages, valid for
+    /// one epoch generation (attachment changes and tracking switches bump the epoch).
+    domain: Option<(u64, crate::hw_pagetable::DomainPt, bool)>,
+    platform: Arc<dyn crate::Platform>,
     hits: u64,
     misses: u64,
+}
+
+impl std::fmt::Debug for DmaPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmaPort").field("dev", &self.dev).field("pasid", &self.pasid).finish_non_exhaustive()
+    }
 }
 
 impl Context {
@@ -111,7 +120,17 @@ impl Context {
         let g = self.lock();
         g.objs.expect(dev, ObjType::Device)?;
         let epoch = g.devices[&dev].epoch.clone();
-        Ok(DmaPort { ctx: self.clone(), dev, pasid, epoch, tlb: Box::new([TlbEntry::default(); TLB_SIZE]), hits: 0, misses: 0 })
+        Ok(DmaPort {
+            ctx: self.clone(),
+            dev,
+            pasid,
+            epoch,
+            tlb: Box::new([TlbEntry::default(); TLB_SIZE]),
+            domain: None,
+            platform: self.machine.platform.clone(),
+            hits: 0,
+            misses: 0,
+        })
     }
 
     /// An emulated device reads `buf.len()` bytes at `iova` through the domain attached to
@@ -166,19 +185,26 @@ impl DmaPort {
 
     #[cold]
     fn fill(&mut self, iova: u64, for_write: bool) -> Result<TlbEntry> {
-        let mut g = self.ctx.lock();
         let gen = self.epoch.gen.load(Ordering::Acquire);
-        let hwpt = paging_hwpt(&g, self.dev, self.pasid)?;
-        let h = g.hwpt.get_mut(&hwpt).expect("hwpt");
-        let t = h.pt.lookup_leaf(iova).map(|(li, ll, lp, prot)| Translation { iova: li, len: ll, phys: lp, read: prot.read, write: prot.write });
+        if !matches!(&self.domain, Some((g0, _, _)) if *g0 == gen) {
+            // First miss of this epoch: find the domain under the context lock.
+            let g = self.ctx.lock();
+            let hwpt = paging_hwpt(&g, self.dev, self.pasid)?;
+            let h = g.hwpt.get(&hwpt).ok_or(Errno::EFAULT)?;
+            self.domain = Some((gen, h.pt.clone(), h.tracking));
+        }
+        let Some((_, pt, tracking)) = &self.domain else { return Err(Errno::EFAULT) };
+        let tracking = *tracking;
+        // The walk needs only the page table's own lock.
+        let t = pt.lookup_leaf(iova).map(|(li, ll, lp, prot)| Translation { iova: li, len: ll, phys: lp, read: prot.read, write: prot.write });
         let mut dirty = false;
-        if let (Some(t), true, true) = (t, for_write, h.tracking) {
+        if let (Some(t), true, true) = (t, for_write, tracking) {
             if t.write {
-                h.pt.set_dirty(iova);
+                pt.set_dirty(iova);
                 dirty = true;
             }
         }
-        let e = TlbEntry { tag: (iova >> 12) + 1, gen, t, dirty, tracking: h.tracking };
+        let e = TlbEntry { tag: (iova >> 12) + 1, gen, t, dirty, tracking };
         // Only translations are cached; a fault is reported again on the next access.
         if t.is_some() {
             self.tlb[Self::slot(iova)] = e;
@@ -188,27 +214,27 @@ impl DmaPort {
 
     /// Read `buf.len()` bytes at `iova`.
     pub fn read(&mut self, iova: u64, buf: &mut [u8]) -> Result<()> {
-        self.access(iova, buf.len(), false, &mut |p, phys, r| p.read_phys(phys, &mut buf[r]))
+        self.access(iova, buf.len(), false, |p, phys, r| p.read_phys(phys, &mut buf[r]))
     }
 
     /// Write `buf` at `iova`.
     pub fn write(&mut self, iova: u64, buf: &[u8]) -> Result<()> {
-        self.access(iova, buf.len(), true, &mut |p, phys, r| p.write_phys(phys, &buf[r]))
+        self.access(iova, buf.len(), true, |p, phys, r| p.write_phys(phys, &buf[r]))
     }
 
-    fn access(
+    #[inline]
+    fn access<F: FnMut(&dyn crate::Platform, u64, std::ops::Range<usize>) -> Result<()>>(
         &mut self,
         iova: u64,
         len: usize,
         write: bool,
-        copy: &mut dyn FnMut(&dyn crate::Platform, u64, std::ops::Range<usize>) -> Result<()>,
+        mut copy: F,
     ) -> Result<()> {
         let len = len as u64;
         if len == 0 {
             return Ok(());
         }
         iova.checked_add(len - 1).ok_or(Errno::EFAULT)?;
-        let platform = self.ctx.machine.platform.clone();
         let mut done = 0u64;
         while done < len {
             let at = iova + done;
@@ -221,16 +247,28 @@ impl DmaPort {
             if (write && !prot.write) || (!write && !prot.read) {
                 return Err(Errno::EFAULT);
             }
-            self.epoch.inflight.fetch_add(1, Ordering::SeqCst);
-            let res = if e.gen != self.epoch.gen.load(Ordering::SeqCst) {
+            // Reads validate after copying (a stale read is simply redone); writes are
+            // counted in flight so an invalidation waits for them.
+            if write {
+                self.epoch.inflight.fetch_add(1, Ordering::SeqCst);
+            }
+            // (A read's entry was validated by the lookup and is re-checked after the copy.)
+            let res = if write && e.gen != self.epoch.gen.load(Ordering::SeqCst) {
                 Ok(None) // invalidated meanwhile: translate again
             } else {
                 // Copy up to the end of the leaf, within one page per platform call.
                 let phys = t.phys + (at - t.iova);
                 let n = (t.iova + t.len - at).min(PAGE_SIZE - phys % PAGE_SIZE).min(len - done);
-                copy(&*platform, phys, done as usize..(done + n) as usize).map(|_| Some(n))
+                let r = copy(&*self.platform, phys, done as usize..(done + n) as usize).map(|_| Some(n));
+                if !write && e.gen != self.epoch.gen.load(Ordering::SeqCst) {
+                    Ok(None)
+                } else {
+                    r
+                }
             };
-            self.epoch.inflight.fetch_sub(1, Ordering::SeqCst);
+            if write {
+                self.epoch.inflight.fetch_sub(1, Ordering::Release);
+            }
             match res? {
                 Some(n) => done += n,
                 None => continue,

@@ -21,7 +21,7 @@ use zerocopy::{FromZeros, IntoBytes};
 #[derive(Debug)]
 pub(crate) struct HwptPaging {
     pub ioas: u32,
-    pub pt: MockPageTable,
+    pub pt: DomainPt,
     /// Created by attaching a device to an IOAS; destroyed with its last device.
     pub auto_domain: bool,
     pub nest_parent: bool,
@@ -99,7 +99,7 @@ pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
             }
             let hwpt = HwptPaging {
                 ioas: cmd.pt_id,
-                pt: MockPageTable::new(ty),
+                pt: DomainPt::new(ty),
                 auto_domain: false,
                 nest_parent: cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT != 0,
                 dirty_capable: cmd.flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING != 0,
@@ -178,6 +178,10 @@ pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         _ => return Err(Errno::EINVAL),
     };
     let undo = |g: &mut Ictx| {
+        // The fault queue's user, looked up while the HWPT still exists.
+        if let Some(f) = fault_of(g, id) {
+            g.objs.put(f);
+        }
         let ty = g.objs.type_any_state(id);
         match ty {
             Some(ObjType::HwptPaging) => {
@@ -191,9 +195,6 @@ pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
                     g.objs.put(n.viommu.unwrap_or(n.parent));
                 }
             }
-        }
-        if let Some(f) = fault_of(g, id) {
-            g.objs.put(f);
         }
         g.objs.remove(id);
     };
@@ -250,7 +251,7 @@ pub(crate) fn new_auto_paging(g: &mut Ictx, ioas: u32) -> Result<u32> {
         id,
         HwptPaging {
             ioas,
-            pt: MockPageTable::new(MockPtType::Default),
+            pt: DomainPt::new(MockPtType::Default),
             auto_domain: true,
             nest_parent: false,
             dirty_capable: false,
@@ -653,5 +654,59 @@ pub(crate) fn auto_respond(g: &mut Ictx, hwpt: u32, dev_id: u32, pasid: u32) {
     if let Some(f) = g.faults.get_mut(&fid) {
         f.queued.retain(|gr| !(gr.dev_id == dev_id && gr.attach_pasid == pasid));
         f.awaiting.retain(|_, gr| !(gr.dev_id == dev_id && gr.attach_pasid == pasid));
+    }
+}
+
+/// A domain's IO page table, shared with the DMA ports of devices attached to it so that
+/// an IOTLB miss walks it without taking the context lock. Writers (map, unmap, dirty
+/// updates) run under the context lock *and* this lock; readers only need this one.
+#[derive(Clone, Debug)]
+pub(crate) struct DomainPt(std::sync::Arc<std::sync::RwLock<MockPageTable>>);
+
+impl DomainPt {
+    pub fn new(ty: MockPtType) -> DomainPt {
+        DomainPt(std::sync::Arc::new(std::sync::RwLock::new(MockPageTable::new(ty))))
+    }
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, MockPageTable> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, MockPageTable> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn map_max(&self, iova: u64, phys: u64, len: u64, prot: crate::mock::pagetable::Prot, max: u64) -> Result<()> {
+        self.write().map_max(iova, phys, len, prot, max)
+    }
+    pub fn unmap(&self, iova: u64, len: u64) -> u64 {
+        self.write().unmap(iova, len)
+    }
+    pub fn iova_to_phys(&self, iova: u64) -> Option<(u64, crate::mock::pagetable::Prot)> {
+        self.read().iova_to_phys(iova)
+    }
+    pub fn set_dirty(&self, iova: u64) -> bool {
+        self.write().set_dirty(iova)
+    }
+    pub fn read_and_clear_dirty(&self, iova: u64, len: u64, clear: bool, f: &mut dyn FnMut(u64, u64)) {
+        self.write().read_and_clear_dirty(iova, len, clear, f)
+    }
+    pub fn clear_all_dirty(&self) {
+        self.write().clear_all_dirty()
+    }
+    pub fn mapped_bytes(&self) -> u64 {
+        self.read().mapped_bytes()
+    }
+    pub fn min_page(&self) -> u64 {
+        self.read().min_page()
+    }
+    pub fn aperture(&self) -> (u64, u64) {
+        self.read().aperture()
+    }
+    pub fn pgsize_bitmap(&self) -> u64 {
+        self.read().pgsize_bitmap()
+    }
+    pub fn lookup_leaf(&self, iova: u64) -> Option<(u64, u64, u64, crate::mock::pagetable::Prot)> {
+        self.read().lookup_leaf(iova)
+    }
+    pub fn table_bytes(&self) -> usize {
+        self.read().table_bytes()
     }
 }

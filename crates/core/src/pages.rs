@@ -26,6 +26,9 @@ pub(crate) enum Source {
     DmaBuf { buf: Arc<DmaBuf>, pgoff: u64 },
 }
 
+/// Pages resolved per platform call while pinning (256 MiB).
+const PIN_BATCH: u64 = 1 << 16;
+
 /// Identifies a store inside a context.
 pub(crate) type StoreId = u64;
 
@@ -67,16 +70,31 @@ impl Pages {
         }
     }
 
+    /// Every held run: `(first index, end index, holders, phys of first)` (for checks).
+    pub fn hold_runs(&self) -> impl Iterator<Item = (u64, u64, u32, u64)> + '_ {
+        self.pinned.iter_range(0, self.npages)
+    }
+
     /// Pinned runs over pages `[first, last]`: `(first index, end index, phys of first)`.
     pub fn pinned_runs(&self, first: u64, last: u64) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
         self.pinned.iter_range(first, last + 1).map(|(s, e, _, phys)| (s, e, phys))
     }
 
-    /// Resolve pages `first..first+n` from the source (no pin taken).
+    /// Resolve pages `first..first+n` from the source (no pin taken), one address per page.
     pub fn resolve(&self, machine: &Machine, first: u64, n: usize, out: &mut Vec<u64>) -> Result<()> {
+        let mut runs = Vec::new();
+        self.resolve_runs(machine, first, n, &mut runs)?;
+        for (p, k) in runs {
+            out.extend((0..k).map(|i| p + i * PAGE_SIZE));
+        }
+        Ok(())
+    }
+
+    /// Resolve pages `first..first+n` from the source as `(phys, npages)` runs.
+    pub fn resolve_runs(&self, machine: &Machine, first: u64, n: usize, out: &mut Vec<(u64, u64)>) -> Result<()> {
         match &self.source {
             Source::Va { pid, base } => {
-                machine.platform.resolve_user_pages(*pid, base + first * PAGE_SIZE, n, self.writable, out)
+                machine.platform.resolve_user_runs(*pid, base + first * PAGE_SIZE, n, self.writable, out)
             }
             Source::File { file, pgoff } => {
                 if file.kind() == HostFileKind::Other {
@@ -87,9 +105,9 @@ impl Pages {
                 if end > size.div_ceil(PAGE_SIZE) * PAGE_SIZE {
                     return Err(Errno::EINVAL);
                 }
-                file.resolve_pages(pgoff + first, n, out)
+                file.resolve_runs(pgoff + first, n, out)
             }
-            Source::DmaBuf { buf, pgoff } => buf.resolve_pages(pgoff + first, n, out),
+            Source::DmaBuf { buf, pgoff } => buf.mem.resolve_runs(pgoff + first, n, out),
         }
     }
 
@@ -106,13 +124,15 @@ impl Pages {
                 fail_point(FailSite::Pin)?;
             }
             phys.clear();
-            self.resolve(machine, gs, (ge - gs) as usize, &mut phys)?;
-            let mut start = 0usize;
-            for k in 1..=phys.len() {
-                if k == phys.len() || phys[k] != phys[k - 1] + PAGE_SIZE {
-                    runs.push((gs + start as u64, gs + k as u64, phys[start]));
-                    start = k;
+            self.resolve_runs(machine, gs, (ge - gs) as usize, &mut phys)?;
+            let mut at = gs;
+            for &(p, k) in &phys {
+                match runs.last_mut() {
+                    // Physically contiguous with the previous run: one span, one pin run.
+                    Some(r) if r.1 == at && r.2 + (r.1 - r.0) * PAGE_SIZE == p => r.1 += k,
+                    _ => runs.push((at, at + k, p)),
                 }
+                at += k;
             }
         }
         let count: u64 = runs.iter().map(|r| r.1 - r.0).sum();

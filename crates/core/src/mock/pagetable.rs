@@ -651,7 +651,7 @@ impl MockPageTable {
         let end_i = index(hi - 1, 0) + 1;
         let t = self.tables[tbl].as_deref_mut().expect("mock page table: dangling table index");
         // One leaf run, judged on all its entries (even those outside the window).
-        let mut leaf = |t: &mut Table, k: usize, f: &mut dyn FnMut(u64, u64)| -> usize {
+        let leaf = |t: &mut Table, k: usize, f: &mut dyn FnMut(u64, u64)| -> usize {
             let (size_lg2, _) = leaf_decode(t[k], 0);
             let n = 1usize << (size_lg2 - GRANULE_LG2);
             let start = k & !(n - 1);
