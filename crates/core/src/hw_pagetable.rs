@@ -124,56 +124,14 @@ pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
             if parent.auto_domain || !parent.nest_parent {
                 return Err(Errno::EINVAL);
             }
-            if cmd.data_type != t::IOMMU_HWPT_DATA_SELFTEST {
-                return Err(Errno::EOPNOTSUPP);
-            }
-            let data: t::IommuHwptSelftest = read_driver_data(uc.platform, uc.caller, cmd.data_uptr, cmd.data_len, 4)?;
-            let id = g.objs.reserve(ObjType::HwptNested)?;
-            // The driver's nested domain.
-            if let Err(e) = fail_point(FailSite::Alloc) {
-                g.objs.remove(id);
-                return Err(e);
-            }
-            g.nested.insert(
-                id,
-                HwptNested {
-                    parent: cmd.pt_id,
-                    viommu: None,
-                    iotlb: [data.iotlb; 4],
-                    pasid_compat: cmd.flags & IOMMU_HWPT_ALLOC_PASID != 0,
-                    fault: None,
-                },
-            );
-            g.objs.get(cmd.pt_id);
-            id
+            mock_nested_alloc(&mut g, uc, &cmd, cmd.pt_id, None)?
         }
         ObjType::Viommu => {
             if cmd.flags & !(IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID) != 0 || cmd.data_len == 0 {
                 return Err(Errno::EOPNOTSUPP);
             }
-            if cmd.data_type != t::IOMMU_HWPT_DATA_SELFTEST {
-                return Err(Errno::EOPNOTSUPP);
-            }
-            let data: t::IommuHwptSelftest = read_driver_data(uc.platform, uc.caller, cmd.data_uptr, cmd.data_len, 4)?;
             let parent = g.viommus[&cmd.pt_id].parent;
-            let id = g.objs.reserve(ObjType::HwptNested)?;
-            // The driver's nested domain.
-            if let Err(e) = fail_point(FailSite::Alloc) {
-                g.objs.remove(id);
-                return Err(e);
-            }
-            g.nested.insert(
-                id,
-                HwptNested {
-                    parent,
-                    viommu: Some(cmd.pt_id),
-                    iotlb: [data.iotlb; 4],
-                    pasid_compat: cmd.flags & IOMMU_HWPT_ALLOC_PASID != 0,
-                    fault: None,
-                },
-            );
-            g.objs.get(cmd.pt_id);
-            id
+            mock_nested_alloc(&mut g, uc, &cmd, parent, Some(cmd.pt_id))?
         }
         _ => return Err(Errno::EINVAL),
     };
@@ -217,6 +175,33 @@ pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     }
     g.objs.publish(id);
     Ok(0)
+}
+
+/// Mock driver: a nested domain on `parent` (allocated directly or through `viommu`,
+/// which it then holds instead of the parent). Returns the reserved HWPT id.
+fn mock_nested_alloc(g: &mut Ictx, uc: &Ucmd<'_>, cmd: &IommuHwptAlloc, parent: u32, viommu: Option<u32>) -> Result<u32> {
+    if cmd.data_type != t::IOMMU_HWPT_DATA_SELFTEST {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let data: t::IommuHwptSelftest = read_driver_data(uc.platform, uc.caller, cmd.data_uptr, cmd.data_len, 4)?;
+    let id = g.objs.reserve(ObjType::HwptNested)?;
+    // The driver's nested domain.
+    if let Err(e) = fail_point(FailSite::Alloc) {
+        g.objs.remove(id);
+        return Err(e);
+    }
+    g.nested.insert(
+        id,
+        HwptNested {
+            parent,
+            viommu,
+            iotlb: [data.iotlb; 4],
+            pasid_compat: cmd.flags & IOMMU_HWPT_ALLOC_PASID != 0,
+            fault: None,
+        },
+    );
+    g.objs.get(viommu.unwrap_or(parent));
+    Ok(id)
 }
 
 fn fault_of(g: &Ictx, hwpt: u32) -> Option<u32> {
