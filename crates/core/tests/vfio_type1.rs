@@ -118,11 +118,13 @@ fn run(version: u32) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "8 MiB of guest RAM is too slow to interpret")]
 fn type1v2_user() {
     run(VFIO_TYPE1v2_IOMMU);
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "8 MiB of guest RAM is too slow to interpret")]
 fn type1_user_punches_holes() {
     run(VFIO_TYPE1_IOMMU);
 }
