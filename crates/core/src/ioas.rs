@@ -178,17 +178,23 @@ pub(crate) fn map_pages(
     Ok(iova)
 }
 
-pub(crate) fn map(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
-    let mut cmd: IommuIoasMap = uc.read()?;
-    if cmd.flags & !MAP_FLAGS != 0 || cmd.reserved != 0 {
+/// The first checks of IOAS_MAP and IOAS_MAP_FILE, in the kernel's order.
+fn check_map_args(flags: u32, reserved: u32, iova: u64, length: u64) -> Result<()> {
+    if flags & !MAP_FLAGS != 0 || reserved != 0 {
         return Err(Errno::EOPNOTSUPP);
     }
-    if cmd.iova == u64::MAX || cmd.length == u64::MAX {
+    if iova == u64::MAX || length == u64::MAX {
         return Err(Errno::EOVERFLOW);
     }
-    if cmd.flags & (IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE) == 0 {
+    if flags & (IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE) == 0 {
         return Err(Errno::EINVAL);
     }
+    Ok(())
+}
+
+pub(crate) fn map(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+    let mut cmd: IommuIoasMap = uc.read()?;
+    check_map_args(cmd.flags, cmd.reserved, cmd.iova, cmd.length)?;
     let m = &*ctx.machine;
     let mut g = ctx.lock();
     g.objs.expect(cmd.ioas_id, ObjType::Ioas)?;
@@ -210,15 +216,8 @@ pub(crate) fn map(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
 
 pub(crate) fn map_file(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     let mut cmd: IommuIoasMapFile = uc.read()?;
-    if cmd.flags & !MAP_FLAGS != 0 {
-        return Err(Errno::EOPNOTSUPP);
-    }
-    if cmd.iova == u64::MAX || cmd.length == u64::MAX {
-        return Err(Errno::EOVERFLOW);
-    }
-    if cmd.flags & (IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE) == 0 {
-        return Err(Errno::EINVAL);
-    }
+    // MAP_FILE has no reserved field.
+    check_map_args(cmd.flags, 0, cmd.iova, cmd.length)?;
     let m = &*ctx.machine;
     {
         let g = ctx.lock();
