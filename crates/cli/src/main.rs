@@ -4,6 +4,10 @@
 //! executes PROGRAM in place of itself, so the program's `/dev/iommu` is served by the uiommu
 //! engine inside its own process.
 
+mod bench;
+mod demo;
+mod trace;
+
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -20,9 +24,15 @@ Usage:
                                       --grant-cap sys_resource|ipc_lock makes the emulated
                                       kernel treat PROGRAM as holding CAP (for sandboxes
                                       whose bounding set withholds it)
-  uiommu demo                         (not yet implemented)
-  uiommu bench                        (not yet implemented)
-  uiommu trace [--] PROGRAM [ARGS...] (not yet implemented)
+  uiommu demo                         a one-screen tour: IOAS, mapping, device DMA, dirty
+                                      tracking, unmap and the IO page fault (in-process)
+  uiommu bench [--iters N] [--rounds N]
+                                      time cheap emulated ioctls against a kernel
+                                      ioctl (ENOTTY), with and without the shim
+  uiommu trace [-o FILE] [--grant-cap CAP]... [--] PROGRAM [ARGS...]
+                                      like run, printing every iommufd ioctl (decoded
+                                      fields, result, duration) to stderr or FILE, and a
+                                      per-ioctl summary at exit
   uiommu help | --help | -h           show this text
   uiommu --version                    show the version
 
@@ -133,6 +143,8 @@ fn main() -> ExitCode {
     };
     match cmd {
         "run" => run(&args[1..]),
+        "demo" => demo::demo(&args[1..]),
+        "trace" => trace::trace(&args[1..], run),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             ExitCode::SUCCESS
@@ -141,10 +153,8 @@ fn main() -> ExitCode {
             println!("uiommu {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        "demo" | "bench" | "trace" => {
-            eprintln!("uiommu {cmd}: not yet implemented");
-            ExitCode::from(2)
-        }
+        "bench" => bench::bench(&args[1..], find_preload()),
+        "bench-child" => bench::child(&args[1..]),
         other => {
             eprintln!("uiommu: unknown command `{other}`\n\n{USAGE}");
             ExitCode::from(2)

@@ -22,7 +22,8 @@ use crate::pages::{Pages, StoreId};
 use crate::platform::Caller;
 use crate::ucmd::Ucmd;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use uiommu_sync::{BiasedMutex, BiasedMutexGuard};
 use uiommu_uapi::iommufd as uapi;
 
 /// Everything one context owns; see the module comment for the locking rule.
@@ -62,7 +63,9 @@ impl Ictx {
 /// An iommufd context (one open of `/dev/iommu`).
 pub struct Context {
     pub(crate) machine: Arc<Machine>,
-    state: Mutex<Ictx>,
+    /// Biased towards the first thread that locks it (no atomic read-modify-write on that
+    /// thread's uncontended ioctls; see `uiommu_sync`).
+    state: BiasedMutex<Ictx>,
 }
 
 impl std::fmt::Debug for Context {
@@ -74,7 +77,7 @@ impl std::fmt::Debug for Context {
 impl Context {
     /// Open a new context on `machine` (`open("/dev/iommu")`).
     pub fn open(machine: &Arc<Machine>) -> Arc<Context> {
-        let ctx = Arc::new(Context { machine: machine.clone(), state: Mutex::default() });
+        let ctx = Arc::new(Context { machine: machine.clone(), state: BiasedMutex::default() });
         let mut list = machine.contexts.lock().unwrap_or_else(|e| e.into_inner());
         list.retain(|w| w.strong_count() > 0);
         list.push(Arc::downgrade(&ctx));
@@ -86,8 +89,8 @@ impl Context {
         &self.machine
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Ictx> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn lock(&self) -> BiasedMutexGuard<'_, Ictx> {
+        self.state.lock()
     }
 
     /// `mmap(addr, len, prot, flags, fd, offset)` on the iommufd: checks in the kernel's

@@ -399,12 +399,16 @@ impl Ictx {
     /// Check the invariants listed in the module comment; a description of the first
     /// violation on failure.
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
-        use std::collections::HashMap;
+        use std::collections::{BTreeMap, HashMap};
         let mut refs: HashMap<u64, u32> = HashMap::new();
-        let mut holds: HashMap<u64, Vec<u32>> = HashMap::new();
-        for (&sid, s) in &self.stores {
-            holds.insert(sid, vec![0; s.npages as usize]);
-        }
+        // Expected holders per store as count deltas at page boundaries (O(ranges), not
+        // O(pages): a store may span terabytes).
+        let mut holds: HashMap<u64, BTreeMap<u64, i64>> = HashMap::new();
+        let mut hold = |store: u64, f: u64, l: u64| {
+            let d = holds.entry(store).or_default();
+            *d.entry(f).or_default() += 1;
+            *d.entry(l + 1).or_default() -= 1;
+        };
         for (&id, ioas) in &self.ioas {
             let mut prev: Option<&Area> = None;
             for (&k, a) in &ioas.areas {
@@ -424,9 +428,7 @@ impl Ictx {
                 *refs.entry(a.store).or_default() += 1;
                 if !ioas.domains.is_empty() && !a.revoked {
                     let (f, l) = a.page_span();
-                    for i in f..=l {
-                        holds.get_mut(&a.store).expect("store")[i as usize] += 1;
-                    }
+                    hold(a.store, f, l);
                 }
                 if a.num_accesses == 0 && a.prevent_access {
                     return Err(format!("area {k:#x}: access prevented without accesses"));
@@ -457,9 +459,7 @@ impl Ictx {
                     let l = (it.iova + it.length - 1).min(a.last);
                     let f = (a.offset + (s - a.iova)) / PAGE_SIZE;
                     let lp = (a.offset + (l - a.iova)) / PAGE_SIZE;
-                    for i in f..=lp {
-                        holds.get_mut(&a.store).expect("store")[i as usize] += 1;
-                    }
+                    hold(a.store, f, lp);
                 }
                 let _ = aid;
             }
@@ -468,21 +468,45 @@ impl Ictx {
             if refs.get(&sid).copied().unwrap_or(0) != s.area_refs {
                 return Err(format!("store {sid}: area_refs {} but {} areas", s.area_refs, refs.get(&sid).copied().unwrap_or(0)));
             }
-            let want = &holds[&sid];
-            let mut pinned = 0;
-            for (i, &w) in want.iter().enumerate() {
-                if s.holds_of(i as u64) != w {
-                    return Err(format!("store {sid} page {i}: {} holds, expected {w}", s.holds_of(i as u64)));
+            // Expected runs (start, end, holders > 0) against the store's, both with equal
+            // neighbours merged.
+            let mut want: Vec<(u64, u64, u32)> = Vec::new();
+            let mut level = 0i64;
+            let mut at = 0u64;
+            for (&i, &d) in holds.get(&sid).into_iter().flatten() {
+                if level > 0 && i > at {
+                    push_run(&mut want, at, i, level as u32);
                 }
-                if w > 0 {
-                    pinned += 1;
+                level += d;
+                at = i;
+                if level < 0 {
+                    return Err(format!("store {sid}: negative expected holds at page {i}"));
                 }
+            }
+            let mut have: Vec<(u64, u64, u32)> = Vec::new();
+            for (f, e, c, _) in s.hold_runs() {
+                push_run(&mut have, f, e, c);
+            }
+            if want != have {
+                return Err(format!("store {sid}: held runs {have:?}, expected {want:?}"));
+            }
+            let pinned: u64 = want.iter().map(|r| r.1 - r.0).sum();
+            if want.last().is_some_and(|r| r.1 > s.npages) {
+                return Err(format!("store {sid}: holds beyond its {} pages", s.npages));
             }
             if pinned != s.npinned {
                 return Err(format!("store {sid}: npinned {} expected {pinned}", s.npinned));
             }
         }
         Ok(())
+    }
+}
+
+/// Append `[start, end)` with `count` holders, merging with an equal adjacent last run.
+fn push_run(v: &mut Vec<(u64, u64, u32)>, start: u64, end: u64, count: u32) {
+    match v.last_mut() {
+        Some(r) if r.1 == start && r.2 == count => r.1 = end,
+        _ => v.push((start, end, count)),
     }
 }
 

@@ -20,6 +20,8 @@ mod dma;
 mod fault_inject;
 pub mod hw_pagetable;
 mod io_pagetable;
+#[cfg(test)]
+mod lifecycle_model;
 mod ioas;
 mod iova;
 mod machine;
@@ -40,7 +42,7 @@ pub use dma::{DmaEpoch, DmaPort, Translation};
 pub use viommu::{MmapHold, MmapRegion, VeventqFile};
 pub use errno::{Errno, Result};
 pub use machine::Machine;
-pub use platform::{Caller, FdTarget, HostFile, HostFileKind, Platform, PAGE_SIZE};
+pub use platform::{Caller, Creds, FdTarget, HostFile, HostFileKind, Platform, PAGE_SIZE};
 
 use std::sync::Arc;
 

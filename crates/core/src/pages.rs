@@ -26,9 +26,6 @@ pub(crate) enum Source {
     DmaBuf { buf: Arc<DmaBuf>, pgoff: u64 },
 }
 
-/// Pages resolved per platform call while pinning (256 MiB).
-const PIN_BATCH: u64 = 1 << 16;
-
 /// Identifies a store inside a context.
 pub(crate) type StoreId = u64;
 
@@ -55,11 +52,6 @@ impl Pages {
 
     pub fn is_dmabuf(&self) -> bool {
         matches!(self.source, Source::DmaBuf { .. })
-    }
-
-    /// Holders of one page.
-    pub fn holds_of(&self, idx: u64) -> u32 {
-        self.pinned.at(idx).0
     }
 
     /// Physical address of a pinned page.

@@ -212,6 +212,18 @@ impl Platform for SimPlatform {
         Ok(fd)
     }
 
+    fn uninstall_fd(&self, _caller: &Caller, fd: i32) -> Option<EngineFile> {
+        let mut s = self.lock();
+        match s.fds.remove(&fd) {
+            Some(FdTarget::Engine(f)) => Some(f),
+            Some(other) => {
+                s.fds.insert(fd, other);
+                None
+            }
+            None => None,
+        }
+    }
+
     fn create_dmabuf_memory(&self, len: u64) -> Result<Arc<dyn HostFile>> {
         let mut s = self.lock();
         s.next_obj += 1;

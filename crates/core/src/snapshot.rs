@@ -13,7 +13,7 @@ impl Context {
     /// table memory, page stores with their per-page holds, devices and attachments,
     /// accesses with their pinned items, fault queues, vIOMMU objects and the VFIO compat
     /// IOAS. Internal counters that only name future objects (next store or item number)
-    /// are left out. For debugging and tests; the format is not stable.
+    /// or count invalidations (DMA epochs) are left out. For debugging and tests; the format is not stable.
     pub fn snapshot(&self) -> String {
         describe(&self.lock())
     }
@@ -49,7 +49,7 @@ fn describe(g: &Ictx) -> String {
         );
         // Every leaf over the IOAS's areas: placement, size, target and permissions.
         if let Some(io) = g.ioas.get(&h.ioas) {
-            for a in io.areas.values() {
+            for a in io.areas.values().filter(|a| !a.revoked) {
                 let mut at = a.iova;
                 while at <= a.last {
                     match h.pt.lookup_leaf(at) {
@@ -61,11 +61,9 @@ fn describe(g: &Ictx) -> String {
                             }
                         }
                         None => {
-                            let _ = writeln!(s, "  hole {at:#x}");
-                            at = match at.checked_add(h.pt.min_page()) {
-                                Some(n) => n & !(h.pt.min_page() - 1),
-                                None => break,
-                            };
+                            // Not mapped (check_invariants reports it); one line per area.
+                            let _ = writeln!(s, "  hole at {at:#x} in area {:#x}", a.iova);
+                            break;
                         }
                     }
                 }
@@ -86,41 +84,30 @@ fn describe(g: &Ictx) -> String {
             "store {id}: {source} npages {} writable {} owner {:?} area_refs {} npinned {}",
             st.npages, st.writable, st.owner, st.area_refs, st.npinned
         );
-        // Holds and pinned pages, run-length encoded.
-        let mut run: Option<(u64, u64, u32, Option<u64>)> = None; // (first, last, holds, phys of first)
-        let flush = |s: &mut String, r: Option<(u64, u64, u32, Option<u64>)>| {
-            if let Some((f, l, h, p)) = r {
-                if h > 0 {
-                    let _ = writeln!(s, "  pages {f}..={l} holds {h} phys {:#x}", p.unwrap_or(0));
-                }
-            }
-        };
-        for i in 0..st.npages {
-            let h = st.holds_of(i);
-            let p = st.pinned_phys(i);
-            // A run goes on while the hold count is the same and pinned pages stay
-            // physically contiguous.
-            let extends = |&(f, l, rh, rp): &(u64, u64, u32, Option<u64>)| {
-                rh == h
-                    && l + 1 == i
-                    && match (rp, p) {
-                        (None, None) => true,
-                        (Some(a), Some(b)) => a + (i - f) * PAGE_SIZE == b,
-                        _ => false,
-                    }
-            };
+        // Held pages as runs of equal holders over contiguous physical pages.
+        let mut run: Option<(u64, u64, u32, u64)> = None; // (first, end, holders, phys of first)
+        for (f, e, c, p) in st.hold_runs() {
             match &mut run {
-                Some(r) if extends(r) => r.1 = i,
+                Some(r) if r.1 == f && r.2 == c && r.3 + (f - r.0) * PAGE_SIZE == p => r.1 = e,
                 _ => {
-                    flush(&mut s, run.take());
-                    run = Some((i, i, h, p));
+                    if let Some((f, e, c, p)) = run.take() {
+                        let _ = writeln!(s, "  pages {f}..{e} holds {c} phys {p:#x}");
+                    }
+                    run = Some((f, e, c, p));
                 }
             }
         }
-        flush(&mut s, run);
+        if let Some((f, e, c, p)) = run {
+            let _ = writeln!(s, "  pages {f}..{e} holds {c} phys {p:#x}");
+        }
     }
     for (id, d) in &g.devices {
-        let _ = writeln!(s, "device {id}: {d:?}");
+        // Not the DMA epoch: a generation counter that every unmap advances.
+        let _ = writeln!(
+            s,
+            "device {id}: flags {:#x} cache {:?} attached {:?} pasid_fail_armed {} viommu_assoc {:?}",
+            d.flags, d.cache, d.attached, d.pasid_fail_armed, d.viommu_assoc
+        );
     }
     for (id, t) in &g.selftests {
         let _ = writeln!(s, "selftest {id}: {t:?}");

@@ -307,7 +307,15 @@ pub(crate) fn veventq_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     };
     cmd.out_veventq_id = id;
     cmd.out_veventq_fd = fd as u32;
-    uc.respond(&cmd)?;
+    if let Err(e) = uc.respond(&cmd) {
+        // The caller never learns the descriptor: take it back and undo. (If the platform
+        // cannot, the object stays reserved for as long as the descriptor holds it.)
+        if let Some(f) = ctx.machine.platform.uninstall_fd(uc.caller, fd) {
+            drop(f);
+            undo(ctx);
+        }
+        return Err(e);
+    }
     ctx.lock().objs.publish(id);
     Ok(0)
 }

@@ -1,39 +1,44 @@
 //! The shim's descriptor table: which of the process's fd numbers stand for engine files.
 //!
-//! Every engine file the program can see (an open `/dev/iommu`, an access fd, a dma-buf, ...)
-//! is represented by a **real kernel descriptor** (a socketpair end for iommufd, an eventfd
-//! for an access, ...), so fd numbers are allocated by the kernel, `fork`, `dup`, `poll` of
-//! mixed sets and `exec`'s close-on-exec all keep working, and unrelated code never gets a
-//! number the shim believes is its own.
+//! Every engine file the program can see (an open `/dev/iommu`, an access fd, a fault or
+//! vEVENTQ fd, a dma-buf) is represented by a **real kernel descriptor**, so fd numbers are
+//! allocated by the kernel, `fork`, `dup`, `poll` of mixed sets, SCM_RIGHTS and `exec`'s
+//! close-on-exec all keep working, and unrelated code never gets a number the shim believes
+//! is its own. iommufd, access, fault and vEVENTQ files are the *client end* of a
+//! SOCK_SEQPACKET socket pair whose other end the hosting process keeps (see
+//! [`crate::host`] and ARCHITECTURE.md, "Processes"); a dma-buf is a duplicate of its memfd.
 //!
 //! * [`FLAGS`]: one `AtomicU8` per fd number below [`FLAG_FDS`]. Bit [`ENGINE`] says "look in
 //!   the table", bit [`PRIVATE`] marks the shim's own high descriptors. The hot path
 //!   (`ioctl`/`read`/`write`/`close`/`mmap` on a non-engine fd) is one relaxed atomic load.
 //!   Engine descriptors at or above `FLAG_FDS` (rare) are counted in `HIGH_ENGINE`, and only
 //!   when that is non-zero does a high fd take the lock.
-//! * `TABLE`: fd number → `Arc<ShimFile>`. A `ShimFile` is one *open file description*:
-//!   `dup`/`F_DUPFD`/`dup2` insert another clone of the same `Arc` under the new number.
-//!   Closing a number removes its entry; when the last number goes the `ShimFile` drops, which
-//!   drops the engine file (engine tear-down runs in its `Drop`) and closes the host-side end.
+//! * `TABLE`: fd number → `Arc<ShimFile>`. A [`ShimFile`] is one *open file description* as
+//!   this process knows it: a file it hosts ([`ShimFile::Local`], served in-process), or a
+//!   file another process hosts ([`ShimFile::Remote`], served by messages over the
+//!   descriptor itself). `dup`/`F_DUPFD`/`dup2` insert another clone of the same `Arc` under
+//!   the new number. Closing a number removes its entry; when the last number goes the
+//!   `ShimFile` drops, and for a hosted file the host checks whether any other process still
+//!   holds the descriptor ([`crate::host::released`]): if none does, the engine file is
+//!   dropped (engine tear-down runs in its `Drop`) before `close()` returns.
 //! * The engine is never called with the table lock held, and entries are always dropped
-//!   after the lock is released (their `Drop` runs engine tear-down, which may call back into
-//!   the platform and so into this table).
+//!   after the lock is released (their `Drop` may run engine tear-down, which may call back
+//!   into the platform and so into this table).
 //!
-//! `fork`: the child gets a copy of the whole table (and the engine state): both processes
-//! then have independent engines whose files happen to be shared kernel sockets. That is
-//! accepted for now; serving several processes from one host process over the socketpair is
-//! the next step. A fork while another thread holds the table lock would deadlock the child's
-//! next engine call (no `pthread_atfork` handling, deliberately).
+//! `fork`: a `pthread_atfork` child handler ([`crate::fork`]) turns every hosted entry into a
+//! remote one whose host is the parent (the child's copy of the engine is abandoned, never
+//! dropped), so parent and child share one context exactly as they share one kernel file.
 //!
-//! `exec`: the new image starts with an empty table; inherited (non-`O_CLOEXEC`) engine fds
-//! become plain sockets/eventfds there.
+//! `exec`: the new image starts with an empty table; inherited (non-`O_CLOEXEC`) client ends
+//! are recognised at start-up by their socket peer name and become remote entries.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use uiommu_core::EngineFile;
+use uiommu_sync::asym;
 
-use crate::sys::Fd;
+use crate::host::Conn;
 
 /// Fd numbers below this have a flag byte.
 pub const FLAG_FDS: usize = 65536;
@@ -47,26 +52,105 @@ pub static FLAGS: [AtomicU8; FLAG_FDS] = [const { AtomicU8::new(0) }; FLAG_FDS];
 /// Number of engine entries whose fd is `>= FLAG_FDS`.
 static HIGH_ENGINE: AtomicUsize = AtomicUsize::new(0);
 
-/// One open engine file description.
+/// What kind of engine file a descriptor is (also encoded in the host's socket name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// `/dev/iommu`.
+    Iommufd,
+    /// A self-test access.
+    Access,
+    /// An IO page-fault queue.
+    Fault,
+    /// A vEVENTQ.
+    Veventq,
+    /// A self-test dma-buf.
+    DmaBuf,
+}
+
+impl FileKind {
+    /// The kind of an engine file.
+    pub fn of(f: &EngineFile) -> FileKind {
+        match f {
+            EngineFile::Iommufd(_) => FileKind::Iommufd,
+            EngineFile::Access(_) => FileKind::Access,
+            EngineFile::Fault(_) => FileKind::Fault,
+            EngineFile::Veventq(_) => FileKind::Veventq,
+            EngineFile::DmaBuf(_) => FileKind::DmaBuf,
+        }
+    }
+
+    /// One-letter code used in socket names and messages.
+    pub fn code(self) -> u8 {
+        match self {
+            FileKind::Iommufd => b'i',
+            FileKind::Access => b'a',
+            FileKind::Fault => b'f',
+            FileKind::Veventq => b'v',
+            FileKind::DmaBuf => b'd',
+        }
+    }
+
+    /// Inverse of [`FileKind::code`].
+    pub fn from_code(c: u8) -> Option<FileKind> {
+        Some(match c {
+            b'i' => FileKind::Iommufd,
+            b'a' => FileKind::Access,
+            b'f' => FileKind::Fault,
+            b'v' => FileKind::Veventq,
+            b'd' => FileKind::DmaBuf,
+            _ => return None,
+        })
+    }
+}
+
+/// One open engine file description, as this process sees it.
 #[derive(Debug)]
-pub struct ShimFile {
-    /// The engine's file.
-    pub file: EngineFile,
-    /// The host-side end of the socketpair standing for an iommufd (closed with the file).
-    _host_end: Option<Fd>,
+pub enum ShimFile {
+    /// A file this process hosts, stood for by the client end of its connection.
+    Local(Arc<Conn>),
+    /// A dma-buf this process hosts, stood for by a duplicate of its memfd.
+    LocalDmabuf(EngineFile),
+    /// A file another process hosts: requests go over the descriptor itself.
+    Remote {
+        /// The hosting process.
+        host: u32,
+        /// What the file is.
+        kind: FileKind,
+    },
 }
 
 impl ShimFile {
-    /// A new description for `file`, with an optional host-side descriptor to keep open.
-    pub fn new(file: EngineFile, host_end: Option<Fd>) -> Arc<ShimFile> {
-        Arc::new(ShimFile { file, _host_end: host_end })
+    /// The engine file, when this process hosts it.
+    pub fn engine(&self) -> Option<&EngineFile> {
+        match self {
+            ShimFile::Local(c) => Some(&c.file),
+            ShimFile::LocalDmabuf(f) => Some(f),
+            ShimFile::Remote { .. } => None,
+        }
+    }
+
+    /// The file's kind.
+    pub fn kind(&self) -> FileKind {
+        match self {
+            ShimFile::Local(c) => c.kind,
+            ShimFile::LocalDmabuf(_) => FileKind::DmaBuf,
+            ShimFile::Remote { kind, .. } => *kind,
+        }
+    }
+}
+
+impl Drop for ShimFile {
+    fn drop(&mut self) {
+        if let ShimFile::Local(conn) = self {
+            crate::host::released(conn);
+        }
     }
 }
 
 /// fd number → open engine file description.
 static TABLE: Mutex<BTreeMap<i32, Arc<ShimFile>>> = Mutex::new(BTreeMap::new());
 
-fn table() -> MutexGuard<'static, BTreeMap<i32, Arc<ShimFile>>> {
+pub(crate) fn table() -> MutexGuard<'static, BTreeMap<i32, Arc<ShimFile>>> {
     TABLE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -100,7 +184,7 @@ pub fn mark_private(fd: i32, on: bool) {
     }
 }
 
-fn set_engine_flag(fd: i32, on: bool) {
+pub(crate) fn set_engine_flag(fd: i32, on: bool) {
     match FLAGS.get(fd as usize) {
         Some(f) => {
             if on {
@@ -119,7 +203,8 @@ fn set_engine_flag(fd: i32, on: bool) {
     }
 }
 
-/// The engine file description behind `fd`, if any.
+/// The engine file description behind `fd`, if any (a reference-counted clone, taken under
+/// the table lock: for paths that are not hot).
 #[inline]
 pub fn lookup(fd: i32) -> Option<Arc<ShimFile>> {
     if !maybe_engine(fd) {
@@ -128,17 +213,143 @@ pub fn lookup(fd: i32) -> Option<Arc<ShimFile>> {
     table().get(&fd).cloned()
 }
 
+// ---------------------------------------------------------------------------------------
+// The hot path: lookups without a lock or a reference count
+// ---------------------------------------------------------------------------------------
+//
+// `FAST[fd]` points at the `ShimFile` the table holds for `fd` (null if none) and has an
+// *owner*: the first thread that used it on the hot path (forever; other threads take the
+// counted path under the lock). The owner announces a use by setting the slot's `busy`
+// flag (a plain store), then — after a light fence — loads the pointer and uses the file
+// without touching any reference count. A writer that removes or replaces an entry clears
+// or swaps the pointer, issues a heavy fence (membarrier) and waits until `busy` is clear
+// before the old entry may be dropped: by the asymmetric-fence argument (uiommu_sync::asym)
+// either the owner's load saw the new pointer or the writer sees `busy`. So an ioctl on an
+// engine fd costs no atomic read-modify-write and no TLS lookup, and a concurrent `close()`
+// of the same fd waits for the ioctl to finish before tearing the file down (as the
+// kernel's file reference does).
+
+/// One fd's hot-path slot.
+pub(crate) struct FastSlot {
+    ptr: AtomicPtr<ShimFile>,
+    owner: AtomicUsize,
+    busy: AtomicBool,
+}
+
+/// fd → hot-path slot, for fds below [`FLAG_FDS`].
+static FAST: [FastSlot; FLAG_FDS] = [const {
+    FastSlot { ptr: AtomicPtr::new(std::ptr::null_mut()), owner: AtomicUsize::new(0), busy: AtomicBool::new(false) }
+}; FLAG_FDS];
+
+/// One past the highest fd whose slot was ever used (bounds the fork-child scan).
+static FAST_HIGH: AtomicUsize = AtomicUsize::new(0);
+
+/// Clears `busy` when the use ends (also on unwinding).
+struct Using(&'static AtomicBool);
+
+impl Drop for Using {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Runs `f` on the engine file behind `fd` (`None` if `fd` is not one). The hot path of
+/// `ioctl`: no lock, no reference count (see above).
+#[inline]
+pub fn with<R>(fd: i32, f: impl FnOnce(&ShimFile) -> R) -> Option<R> {
+    let Some(s) = usize::try_from(fd).ok().and_then(|i| FAST.get(i)) else {
+        return lookup(fd).map(|e| f(&e));
+    };
+    if !asym::available() {
+        return lookup(fd).map(|e| f(&e));
+    }
+    let me = uiommu_sync::thread_id();
+    let o = s.owner.load(Ordering::Relaxed);
+    let mine = o == me || (o == 0 && s.owner.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed).is_ok());
+    // `busy` already set on the owner: a nested use further up this thread's stack.
+    if !mine || s.busy.load(Ordering::Relaxed) {
+        return lookup(fd).map(|e| f(&e));
+    }
+    s.busy.store(true, Ordering::Relaxed);
+    let _using = Using(&s.busy);
+    asym::light();
+    let p = s.ptr.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is the table's entry for `fd`, loaded after our `busy` store and a light
+    // fence; a writer that removes it clears the pointer, issues a heavy fence and waits for
+    // `busy` to clear before dropping it (`quiesce`), and until then the table's Arc keeps
+    // it alive.
+    Some(f(unsafe { &*p }))
+}
+
+fn set_fast(fd: i32, e: Option<&Arc<ShimFile>>) {
+    if let Some(i) = usize::try_from(fd).ok().filter(|&i| i < FLAG_FDS) {
+        let p = e.map_or(std::ptr::null_mut(), |a| Arc::as_ptr(a) as *mut ShimFile);
+        FAST[i].ptr.store(p, Ordering::Release);
+        if e.is_some() {
+            FAST_HIGH.fetch_max(i + 1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Waits until no thread uses the entries `gone` (removed from the slots of `fds`) through
+/// the hot path; an entry this thread itself is using further up the stack is deferred
+/// instead. Returns the entries that may be dropped now.
+fn quiesce(fds: &[i32], gone: Vec<Arc<ShimFile>>) -> Vec<Arc<ShimFile>> {
+    if gone.is_empty() || !asym::available() {
+        return gone;
+    }
+    asym::heavy();
+    let me = uiommu_sync::thread_id();
+    let mut now = Vec::with_capacity(gone.len());
+    for (&fd, g) in fds.iter().zip(gone) {
+        let Some(s) = usize::try_from(fd).ok().and_then(|i| FAST.get(i)) else {
+            now.push(g);
+            continue;
+        };
+        if s.owner.load(Ordering::Relaxed) == me {
+            if s.busy.load(Ordering::Relaxed) {
+                defer_drop(g);
+                continue;
+            }
+        } else {
+            while s.busy.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+        }
+        now.push(g);
+    }
+    now
+}
+
+/// In a fork child: only this thread exists, so no other owner can be using a slot.
+pub(crate) fn fork_fast() {
+    let me = uiommu_sync::thread_id();
+    for s in &FAST[..FAST_HIGH.load(Ordering::Relaxed).min(FLAG_FDS)] {
+        if s.owner.load(Ordering::Relaxed) != me {
+            s.busy.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Registers `fd` as standing for `file`. Returns the entry it replaced (a stale one whose
 /// number was closed behind the shim's back); drop it *after* this returns.
 #[must_use]
 pub fn insert(fd: i32, file: Arc<ShimFile>) -> Option<Arc<ShimFile>> {
     debug_assert!(fd >= 0);
-    let mut t = table();
-    let old = t.insert(fd, file);
-    if old.is_none() {
-        set_engine_flag(fd, true);
-    }
-    old
+    let old = {
+        let mut t = table();
+        set_fast(fd, Some(&file));
+        let old = t.insert(fd, file);
+        if old.is_none() {
+            set_engine_flag(fd, true);
+        }
+        old
+    };
+    quiesce(&[fd], old.into_iter().collect()).pop()
 }
 
 /// Unregisters `fd`; returns its entry (drop it after this returns, outside any lock).
@@ -147,12 +358,16 @@ pub fn remove(fd: i32) -> Option<Arc<ShimFile>> {
     if !maybe_engine(fd) {
         return None;
     }
-    let mut t = table();
-    let old = t.remove(&fd);
-    if old.is_some() {
-        set_engine_flag(fd, false);
-    }
-    old
+    let old = {
+        let mut t = table();
+        let old = t.remove(&fd);
+        if old.is_some() {
+            set_fast(fd, None);
+            set_engine_flag(fd, false);
+        }
+        old
+    };
+    quiesce(&[fd], old.into_iter().collect()).pop()
 }
 
 /// Unregisters every fd in `first..=last`; returns the entries.
@@ -163,16 +378,28 @@ pub fn remove_range(first: u32, last: u32) -> Vec<Arc<ShimFile>> {
     if first > last {
         return Vec::new();
     }
-    let mut t = table();
-    let fds: Vec<i32> = t.range(first..=last).map(|(fd, _)| *fd).collect();
-    let mut out = Vec::with_capacity(fds.len());
-    for fd in fds {
-        if let Some(e) = t.remove(&fd) {
-            set_engine_flag(fd, false);
-            out.push(e);
+    let out = {
+        let mut t = table();
+        let fds: Vec<i32> = t.range(first..=last).map(|(fd, _)| *fd).collect();
+        let mut out = Vec::with_capacity(fds.len());
+        let mut gone_fds = Vec::with_capacity(fds.len());
+        for fd in fds {
+            if let Some(e) = t.remove(&fd) {
+                set_fast(fd, None);
+                set_engine_flag(fd, false);
+                out.push(e);
+                gone_fds.push(fd);
+            }
         }
-    }
-    out
+        (gone_fds, out)
+    };
+    quiesce(&out.0, out.1)
+}
+
+/// In a fork child (table lock held by the fork guard): `fd`'s entry was replaced or
+/// removed in place.
+pub(crate) fn fork_set(fd: i32, e: Option<&Arc<ShimFile>>) {
+    set_fast(fd, e);
 }
 
 /// After the kernel handed out `fd` for something that is not an engine file: forget any
@@ -185,8 +412,8 @@ pub fn forget_stale(fd: i32) {
 }
 
 /// Entries to drop once no engine call is in progress on this thread (see [`defer_drop`]).
-static DEFERRED: Mutex<Vec<Arc<ShimFile>>> = Mutex::new(Vec::new());
-static HAVE_DEFERRED: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static DEFERRED: Mutex<Vec<Arc<ShimFile>>> = Mutex::new(Vec::new());
+pub(crate) static HAVE_DEFERRED: AtomicUsize = AtomicUsize::new(0);
 
 /// Drops `f` later, from [`drop_deferred`]: for platform callbacks, which run with engine
 /// locks held, where an engine file's tear-down must not run.
@@ -213,4 +440,22 @@ pub fn drop_deferred() {
 /// Number of registered engine fds (for tests and diagnostics).
 pub fn len() -> usize {
     table().len()
+}
+
+/// The distinct hosts of remote entries, each with a private duplicate of one of its
+/// descriptors (taken under the lock, so a concurrent close cannot redirect it), for
+/// questions only a host can answer (accounting figures).
+pub fn remote_hosts() -> Vec<(u32, crate::sys::Fd)> {
+    let t = table();
+    let mut out: Vec<(u32, crate::sys::Fd)> = Vec::new();
+    for (&fd, f) in t.iter() {
+        if let ShimFile::Remote { host, .. } = **f {
+            if !out.iter().any(|(h, _)| *h == host) {
+                if let Ok(d) = crate::sys::Fd::dup_private(fd) {
+                    out.push((host, d));
+                }
+            }
+        }
+    }
+    out
 }

@@ -13,10 +13,10 @@ use libc::{c_char, c_int, c_uint, c_ulong, c_void, mode_t, nfds_t, off_t, pollfd
 use std::sync::Arc;
 use uiommu_core::{Context, EngineFile, Errno};
 
-use crate::fdtable::{self, ShimFile};
+use crate::fdtable::{self, FileKind, ShimFile};
 use crate::real::real_fn;
-use crate::sys::{self, Fd};
-use crate::{current_caller, drop_quietly, guard, machine, mapping, platform};
+use crate::sys;
+use crate::{client, current_caller, drop_quietly, guard, machine, mapping, platform, status};
 
 type OpenFn = unsafe extern "C" fn(*const c_char, c_int, ...) -> c_int;
 type OpenAtFn = unsafe extern "C" fn(c_int, *const c_char, c_int, ...) -> c_int;
@@ -36,6 +36,11 @@ type PpollFn =
 type MmapFn = unsafe extern "C" fn(*mut c_void, size_t, c_int, c_int, c_int, off_t) -> *mut c_void;
 type MunmapFn = unsafe extern "C" fn(*mut c_void, size_t) -> c_int;
 type CloseRangeFn = unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int;
+type RecvmsgFn = unsafe extern "C" fn(c_int, *mut libc::msghdr, c_int) -> ssize_t;
+type RecvmmsgFn = unsafe extern "C" fn(c_int, *mut libc::mmsghdr, c_uint, c_int, *mut libc::timespec) -> c_int;
+type FopenFn = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
+type SigactionFn = unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
+type SignalFn = unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t;
 
 real_fn!(real_open, c"open", OpenFn);
 real_fn!(real_open64, c"open64", OpenFn);
@@ -60,6 +65,15 @@ real_fn!(real_mmap, c"mmap", MmapFn);
 real_fn!(real_mmap64, c"mmap64", MmapFn);
 real_fn!(real_close_range, c"close_range", CloseRangeFn);
 real_fn!(real_munmap, c"munmap", MunmapFn);
+real_fn!(real_recvmsg, c"recvmsg", RecvmsgFn);
+real_fn!(real_recvmmsg, c"recvmmsg", RecvmmsgFn);
+real_fn!(real_fopen, c"fopen", FopenFn);
+real_fn!(real_fopen64, c"fopen64", FopenFn);
+real_fn!(real_sigaction, c"sigaction", SigactionFn);
+real_fn!(real_signal, c"signal", SignalFn);
+real_fn!(real_bsd_signal, c"bsd_signal", SignalFn);
+real_fn!(real_sysv_signal, c"sysv_signal", SignalFn);
+real_fn!(real_sysv_signal_internal, c"__sysv_signal", SignalFn);
 
 const DEV_IOMMU: &[u8] = b"/dev/iommu\0";
 
@@ -106,30 +120,52 @@ fn new_dup_fd(newfd: c_int, old: Option<Arc<ShimFile>>) -> c_int {
     newfd
 }
 
-/// `open("/dev/iommu", flags)`: a new context, stood for by one end of a socketpair.
+/// `open("/dev/iommu", flags)`: a new context hosted by this process, stood for by the
+/// client end of its connection (see [`crate::host`]).
 fn open_iommu(flags: c_int) -> c_int {
     let r = guard(|| {
-        let ctx = Context::open(machine());
-        let [ours, host] = sys::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC).map_err(Errno)?;
-        if flags & libc::O_CLOEXEC == 0 {
-            if let Err(e) = sys::fcntl(ours, libc::F_SETFD, 0) {
-                let _ = sys::close(ours);
-                let _ = sys::close(host);
-                return Err(Errno(e));
-            }
-        }
-        let host = match Fd::private(host) {
-            Ok(h) => h,
-            Err(e) => {
-                let _ = sys::close(ours);
-                return Err(Errno(e));
-            }
-        };
-        let stale = fdtable::insert(ours, ShimFile::new(EngineFile::Iommufd(ctx), Some(host)));
+        let ctx = Context::open(&machine());
+        let (fd, conn) = crate::host::new_conn(EngineFile::Iommufd(ctx), flags & libc::O_CLOEXEC != 0)?;
+        let stale = fdtable::insert(fd, std::sync::Arc::new(ShimFile::Local(conn)));
         drop_quietly(stale);
-        Ok(ours)
+        Ok(fd)
     });
     r.unwrap_or_else(|e| fail(e, -1))
+}
+
+/// Cheap pre-check for [`status::open`]: does the path start with "/proc/"?
+#[inline]
+unsafe fn maybe_proc(path: *const c_char) -> bool {
+    if path.is_null() {
+        return false;
+    }
+    for (i, &want) in b"/proc/".iter().enumerate() {
+        // SAFETY: `path` is NUL-terminated (open's contract) and we stop at the first
+        // mismatch, which a NUL always is.
+        if unsafe { *path.add(i) } as u8 != want {
+            return false;
+        }
+    }
+    true
+}
+
+/// `open` of `/proc/<pid>/status` and friends: served here when uiommu has figures to add.
+/// `None` means "open it for real".
+unsafe fn open_status(path: *const c_char, flags: c_int) -> Option<c_int> {
+    // SAFETY: per the caller, `path` is a NUL-terminated string.
+    if !unsafe { maybe_proc(path) } {
+        return None;
+    }
+    // SAFETY: as above.
+    let p = unsafe { std::ffi::CStr::from_ptr(path) };
+    if let Some(fd) = crate::failnth::open(p, flags) {
+        return Some(new_plain_fd(fd));
+    }
+    let r = guard(|| Ok(status::open(p, flags))).ok().flatten()?;
+    Some(match r {
+        Ok(fd) => new_plain_fd(fd),
+        Err(e) => fail(Errno(e), -1),
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -151,6 +187,10 @@ pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: mode_t) -
     if unsafe { is_iommu_path(path) } {
         return open_iommu(flags);
     }
+    // SAFETY: as above.
+    if let Some(fd) = unsafe { open_status(path, flags) } {
+        return fd;
+    }
     // SAFETY: forwarding the caller's arguments to the next open().
     new_plain_fd(unsafe {
         match real_open() {
@@ -169,6 +209,10 @@ pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: mode_t)
     // SAFETY: path comes from the caller under open()'s contract.
     if unsafe { is_iommu_path(path) } {
         return open_iommu(flags);
+    }
+    // SAFETY: as above.
+    if let Some(fd) = unsafe { open_status(path, flags) } {
+        return fd;
     }
     // SAFETY: forwarding the caller's arguments to the next open64().
     new_plain_fd(unsafe {
@@ -189,6 +233,10 @@ pub unsafe extern "C" fn openat(dirfd: c_int, path: *const c_char, flags: c_int,
     if unsafe { is_iommu_path(path) } {
         return open_iommu(flags);
     }
+    // SAFETY: as above.
+    if let Some(fd) = unsafe { open_status(path, flags) } {
+        return fd;
+    }
     // SAFETY: forwarding the caller's arguments to the next openat().
     new_plain_fd(unsafe {
         match real_openat() {
@@ -207,6 +255,10 @@ pub unsafe extern "C" fn openat64(dirfd: c_int, path: *const c_char, flags: c_in
     // SAFETY: path comes from the caller under openat()'s contract.
     if unsafe { is_iommu_path(path) } {
         return open_iommu(flags);
+    }
+    // SAFETY: as above.
+    if let Some(fd) = unsafe { open_status(path, flags) } {
+        return fd;
     }
     // SAFETY: forwarding the caller's arguments to the next openat64().
     new_plain_fd(unsafe {
@@ -227,6 +279,10 @@ pub unsafe extern "C" fn __open_2(path: *const c_char, flags: c_int) -> c_int {
     if unsafe { is_iommu_path(path) } {
         return open_iommu(flags);
     }
+    // SAFETY: as above.
+    if let Some(fd) = unsafe { open_status(path, flags) } {
+        return fd;
+    }
     // SAFETY: forwarding the caller's arguments.
     new_plain_fd(unsafe {
         match real_open_2() {
@@ -245,6 +301,10 @@ pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> c_int 
     // SAFETY: path comes from the caller under open()'s contract.
     if unsafe { is_iommu_path(path) } {
         return open_iommu(flags);
+    }
+    // SAFETY: as above.
+    if let Some(fd) = unsafe { open_status(path, flags) } {
+        return fd;
     }
     // SAFETY: forwarding the caller's arguments.
     new_plain_fd(unsafe {
@@ -265,6 +325,10 @@ pub unsafe extern "C" fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_
     if unsafe { is_iommu_path(path) } {
         return open_iommu(flags);
     }
+    // SAFETY: as above.
+    if let Some(fd) = unsafe { open_status(path, flags) } {
+        return fd;
+    }
     // SAFETY: forwarding the caller's arguments.
     new_plain_fd(unsafe {
         match real_openat_2() {
@@ -283,6 +347,10 @@ pub unsafe extern "C" fn __openat64_2(dirfd: c_int, path: *const c_char, flags: 
     // SAFETY: path comes from the caller under openat()'s contract.
     if unsafe { is_iommu_path(path) } {
         return open_iommu(flags);
+    }
+    // SAFETY: as above.
+    if let Some(fd) = unsafe { open_status(path, flags) } {
+        return fd;
     }
     // SAFETY: forwarding the caller's arguments.
     new_plain_fd(unsafe {
@@ -313,32 +381,43 @@ unsafe fn pass_ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
 /// As for libc's `ioctl`.
 #[no_mangle]
 pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
-    if fdtable::maybe_engine(fd) {
-        if let Some(f) = fdtable::lookup(fd) {
-            // The VFS answers these itself, before the driver; the socket standing for the
-            // file gives the same results.
-            if !matches!(request, libc::FIOCLEX | libc::FIONCLEX | libc::FIONBIO | libc::FIOASYNC) {
-                return engine_ioctl(&f, request, arg);
-            }
+    // The VFS answers these itself, before the driver; the socket standing for the file
+    // gives the same results.
+    if fdtable::maybe_engine(fd) && !matches!(request, libc::FIOCLEX | libc::FIONCLEX | libc::FIONBIO | libc::FIOASYNC)
+    {
+        if let Some(r) = fdtable::with(fd, |f| engine_ioctl(fd, f, request, arg)) {
+            return r;
         }
     }
     // SAFETY: forwarding the caller's arguments.
     unsafe { pass_ioctl(fd, request, arg) }
 }
 
-fn engine_ioctl(f: &ShimFile, request: c_ulong, arg: *mut c_void) -> c_int {
-    match &f.file {
-        EngineFile::Iommufd(ctx) => {
-            // The kernel's ioctl command is an unsigned int: the upper bits are dropped.
-            let r = guard(|| ctx.ioctl(&current_caller(), request as u32, arg as u64));
-            fdtable::drop_deferred();
-            match r {
-                Ok(v) => v as c_int,
-                Err(e) => fail(e, -1),
+fn engine_ioctl(fd: c_int, f: &ShimFile, request: c_ulong, arg: *mut c_void) -> c_int {
+    // The kernel's ioctl command is an unsigned int: the upper bits are dropped.
+    let r = match f {
+        ShimFile::Local(conn) => match &conn.file {
+            EngineFile::Iommufd(ctx) => {
+                let t = crate::trace::begin(request as u32, arg as u64);
+                let r = guard(|| ctx.ioctl(&current_caller(), request as u32, arg as u64));
+                crate::trace::end(t, &r);
+                fdtable::drop_deferred();
+                r
             }
+            // Access, fault and vEVENTQ files have no ioctls the self-tests use.
+            _ => Err(Errno::ENOTTY),
+        },
+        ShimFile::Remote { host, kind: FileKind::Iommufd } => {
+            let t = crate::trace::begin(request as u32, arg as u64);
+            let r = guard(|| client::ioctl(fd, *host, request as u32, arg as u64));
+            crate::trace::end(t, &r);
+            r
         }
-        // Access and dma-buf files have no ioctls the self-tests use.
-        _ => fail(Errno::ENOTTY, -1),
+        _ => Err(Errno::ENOTTY),
+    };
+    match r {
+        Ok(v) => v as c_int,
+        Err(e) => fail(e, -1),
     }
 }
 
@@ -367,6 +446,15 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         return fail(Errno::EBADF, -1);
     }
     let entry = fdtable::remove(fd);
+    if let Some(e) = &entry {
+        if let ShimFile::Remote { host, .. } = **e {
+            // Tell the host, so that a last close tears the file down before we return.
+            // SAFETY: forwarding the caller's argument.
+            let r = client::close(fd, host, || unsafe { pass_close(fd) });
+            sys::keep_errno(|| drop_quietly(entry));
+            return r;
+        }
+    }
     // SAFETY: forwarding the caller's argument.
     let r = unsafe { pass_close(fd) };
     if entry.is_some() {
@@ -568,9 +656,18 @@ pub unsafe extern "C" fn closefrom(lowfd: c_int) {
 /// As for libc's `read`.
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    // SAFETY: the caller's arguments (a fail-nth file answers itself).
+    if let Some(n) = unsafe { crate::failnth::read(fd, buf, count) } {
+        return n;
+    }
     if fdtable::maybe_engine(fd) {
         if let Some(f) = fdtable::lookup(fd) {
-            return match guard(|| f.file.read(&current_caller(), buf as u64, count)) {
+            let r = match &*f {
+                ShimFile::Remote { host, .. } => guard(|| client::read(fd, *host, buf as u64, count)),
+                ShimFile::Local(c) => guard(|| c.file.read(&current_caller(), buf as u64, count)),
+                ShimFile::LocalDmabuf(e) => guard(|| e.read(&current_caller(), buf as u64, count)),
+            };
+            return match r {
                 Ok(n) => n as ssize_t,
                 Err(e) => fail(e, -1),
             };
@@ -591,9 +688,18 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssi
 /// As for libc's `write`.
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    // SAFETY: the caller's arguments (a fail-nth file answers itself).
+    if let Some(n) = unsafe { crate::failnth::write(fd, buf, count) } {
+        return n;
+    }
     if fdtable::maybe_engine(fd) {
         if let Some(f) = fdtable::lookup(fd) {
-            return match guard(|| f.file.write(&current_caller(), buf as u64, count)) {
+            let r = match &*f {
+                ShimFile::Remote { host, .. } => guard(|| client::write(fd, *host, buf as u64, count)),
+                ShimFile::Local(c) => guard(|| c.file.write(&current_caller(), buf as u64, count)),
+                ShimFile::LocalDmabuf(e) => guard(|| e.write(&current_caller(), buf as u64, count)),
+            };
+            return match r {
                 Ok(n) => n as ssize_t,
                 Err(e) => fail(e, -1),
             };
@@ -670,7 +776,14 @@ unsafe fn poll_mixed(
     let mut ready = 0;
     for (p, f) in copy.iter_mut().zip(&ours) {
         if let Some(f) = f {
-            let bits = guard(|| Ok(f.file.poll())).unwrap_or(libc::POLLERR as u32) as i16;
+            let fd = p.fd;
+            let bits = guard(|| {
+                Ok(match &**f {
+                    ShimFile::Remote { host, .. } => client::poll(fd, *host),
+                    _ => f.engine().map_or(libc::POLLERR as u32, |e| e.poll()),
+                })
+            })
+            .unwrap_or(libc::POLLERR as u32) as i16;
             p.revents = bits & (p.events | ALWAYS);
             if p.revents != 0 {
                 ready += 1;
@@ -832,8 +945,10 @@ unsafe fn pass_mmap(
 }
 
 /// `mmap` of an engine file; `None` means "not ours to answer, pass it through".
+#[allow(clippy::too_many_arguments)]
 unsafe fn engine_mmap(
     next: Option<MmapFn>,
+    fd: c_int,
     f: &ShimFile,
     addr: *mut c_void,
     len: size_t,
@@ -841,10 +956,19 @@ unsafe fn engine_mmap(
     flags: c_int,
     off: off_t,
 ) -> Option<*mut c_void> {
-    let EngineFile::Iommufd(ctx) = &f.file else {
-        // Other engine files: the standing-in descriptor answers (an eventfd refuses mmap with
-        // ENODEV, like the kernel's anonymous files without an mmap op).
-        return None;
+    let ctx = match f {
+        ShimFile::Local(c) => match &c.file {
+            EngineFile::Iommufd(ctx) => ctx,
+            // Other engine files: the standing-in socket answers (ENODEV, like the kernel's
+            // anonymous files without an mmap op).
+            _ => return None,
+        },
+        ShimFile::Remote { host, kind: FileKind::Iommufd } => {
+            // SAFETY: the caller's arguments, under mmap's contract.
+            return Some(unsafe { remote_mmap(next, fd, *host, addr, len, prot, flags, off) });
+        }
+        // A remote host's other files, and dma-bufs (memfds): the kernel answers.
+        _ => return None,
     };
     let region = match guard(|| ctx.mmap(len as u64, prot, flags, off as u64)) {
         Ok(r) => r,
@@ -866,6 +990,41 @@ unsafe fn engine_mmap(
     Some(p)
 }
 
+/// `mmap` of a region of an iommufd another process hosts: the host sends the region's
+/// memory and keeps its owner busy until we report the mapping gone.
+#[allow(clippy::too_many_arguments)]
+unsafe fn remote_mmap(
+    next: Option<MmapFn>,
+    fd: c_int,
+    host: u32,
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    off: off_t,
+) -> *mut c_void {
+    let (mem, id) = match guard(|| client::mmap(fd, host, len as u64, prot, flags, off as u64)) {
+        Ok(r) => r,
+        Err(e) => return fail(e, libc::MAP_FAILED),
+    };
+    let hold = match client::RemoteHold::new(fd, host, id) {
+        Ok(h) => h,
+        Err(e) => {
+            client::release_hold(fd, host, id);
+            return fail(e, libc::MAP_FAILED);
+        }
+    };
+    // SAFETY: maps the region's memfd with the caller's address, protection and flags; the
+    // kernel validates them as for any mmap.
+    let p = unsafe { pass_mmap(next, addr, len, prot, flags, mem.raw(), 0) };
+    if p == libc::MAP_FAILED {
+        sys::keep_errno(|| drop_quietly(hold));
+    } else {
+        mapping::add(p as u64, len as u64, hold);
+    }
+    p
+}
+
 /// `mmap(2)`.
 ///
 /// # Safety
@@ -882,7 +1041,7 @@ pub unsafe extern "C" fn mmap(
     if flags & libc::MAP_ANONYMOUS == 0 && fdtable::maybe_engine(fd) {
         if let Some(f) = fdtable::lookup(fd) {
             // SAFETY: the caller's arguments, under mmap's contract.
-            if let Some(p) = unsafe { engine_mmap(real_mmap(), &f, addr, len, prot, flags, off) } {
+            if let Some(p) = unsafe { engine_mmap(real_mmap(), fd, &f, addr, len, prot, flags, off) } {
                 return p;
             }
         }
@@ -908,7 +1067,7 @@ pub unsafe extern "C" fn mmap64(
     if flags & libc::MAP_ANONYMOUS == 0 && fdtable::maybe_engine(fd) {
         if let Some(f) = fdtable::lookup(fd) {
             // SAFETY: the caller's arguments, under mmap's contract.
-            if let Some(p) = unsafe { engine_mmap(next, &f, addr, len, prot, flags, off) } {
+            if let Some(p) = unsafe { engine_mmap(next, fd, &f, addr, len, prot, flags, off) } {
                 return p;
             }
         }
@@ -934,4 +1093,287 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: size_t) -> c_int {
         mapping::unmapped(addr as u64, len as u64);
     }
     r
+}
+
+// ---------------------------------------------------------------------------------------
+// fopen (status files)
+// ---------------------------------------------------------------------------------------
+
+/// `fopen` of a status file: `Some(FILE or NULL)` when served here.
+unsafe fn fopen_status(path: *const c_char, mode: *const c_char) -> Option<*mut libc::FILE> {
+    // SAFETY: path is NUL-terminated (fopen's contract).
+    if !unsafe { maybe_proc(path) } || mode.is_null() {
+        return None;
+    }
+    // SAFETY: mode is NUL-terminated (fopen's contract).
+    let m = unsafe { std::ffi::CStr::from_ptr(mode) }.to_bytes();
+    if m.first() != Some(&b'r') || m.contains(&b'+') {
+        return None;
+    }
+    let flags = libc::O_RDONLY | if m.contains(&b'e') { libc::O_CLOEXEC } else { 0 };
+    // SAFETY: as above.
+    let fd = unsafe { open_status(path, flags) }?;
+    if fd < 0 {
+        return Some(std::ptr::null_mut());
+    }
+    // SAFETY: fd is a fresh descriptor we own; mode is the caller's valid mode string.
+    let f = unsafe { libc::fdopen(fd, mode) };
+    if f.is_null() {
+        sys::keep_errno(|| sys::close(fd).ok());
+    }
+    Some(f)
+}
+
+unsafe fn fopen_fallback(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    // Only while dlsym is resolving `fopen` itself: open read-only and wrap.
+    // SAFETY: forwarding the caller's path.
+    let fd = unsafe { sys_openat(libc::AT_FDCWD, path, libc::O_RDONLY | libc::O_CLOEXEC, 0) };
+    if fd < 0 {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: fd is ours; mode is the caller's.
+    unsafe { libc::fdopen(fd, mode) }
+}
+
+/// `fopen(3)`: `/proc/<pid>/status` gets uiommu's pinned-memory figures.
+///
+/// # Safety
+/// As for libc's `fopen`.
+#[no_mangle]
+pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    // SAFETY: the caller's arguments, under fopen's contract.
+    if let Some(f) = unsafe { fopen_status(path, mode) } {
+        return f;
+    }
+    // SAFETY: forwarding the caller's arguments.
+    unsafe {
+        match real_fopen() {
+            Some(f) => f(path, mode),
+            None => fopen_fallback(path, mode),
+        }
+    }
+}
+
+/// `fopen64(3)`.
+///
+/// # Safety
+/// As for libc's `fopen64`.
+#[no_mangle]
+pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    // SAFETY: the caller's arguments, under fopen's contract.
+    if let Some(f) = unsafe { fopen_status(path, mode) } {
+        return f;
+    }
+    // SAFETY: forwarding the caller's arguments.
+    unsafe {
+        match real_fopen64().or_else(real_fopen) {
+            Some(f) => f(path, mode),
+            None => fopen_fallback(path, mode),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// recvmsg: descriptors received with SCM_RIGHTS
+// ---------------------------------------------------------------------------------------
+
+/// Enters received uiommu descriptors in the table.
+///
+/// # Safety
+/// `msg` must be a msghdr the kernel just filled (recvmsg succeeded).
+unsafe fn received(msg: *const libc::msghdr) {
+    // SAFETY: per the contract, msg is valid.
+    let m = unsafe { &*msg };
+    if m.msg_control.is_null() || m.msg_controllen < std::mem::size_of::<libc::cmsghdr>() {
+        return;
+    }
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control/msg_controllen; CMSG_* walk inside it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c);
+                let dlen = (*c).cmsg_len as usize - (data as usize - c as usize);
+                for i in 0..dlen / 4 {
+                    fds.push(std::ptr::read_unaligned(data.add(4 * i).cast::<i32>()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    if fds.is_empty() {
+        return;
+    }
+    sys::keep_errno(|| {
+        let _ = guard(|| {
+            for fd in fds {
+                fdtable::forget_stale(fd);
+                crate::fork::recognise(fd);
+            }
+            Ok(())
+        });
+    });
+}
+
+/// `recvmsg(2)`: uiommu descriptors among the SCM_RIGHTS ones become engine files here.
+///
+/// # Safety
+/// As for libc's `recvmsg`.
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: forwarding the caller's arguments.
+    let r = unsafe {
+        match real_recvmsg() {
+            Some(f) => f(fd, msg, flags),
+            None => libc::syscall(libc::SYS_recvmsg, fd, msg, flags) as ssize_t,
+        }
+    };
+    if r >= 0 && !msg.is_null() {
+        // SAFETY: the call succeeded, so the kernel filled *msg.
+        unsafe { received(msg) };
+    }
+    r
+}
+
+/// `recvmmsg(2)`.
+///
+/// # Safety
+/// As for libc's `recvmmsg`.
+#[no_mangle]
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    msgs: *mut libc::mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+    tmo: *mut libc::timespec,
+) -> c_int {
+    // SAFETY: forwarding the caller's arguments.
+    let r = unsafe {
+        match real_recvmmsg() {
+            Some(f) => f(fd, msgs, vlen, flags, tmo),
+            None => libc::syscall(libc::SYS_recvmmsg, fd, msgs, vlen, flags, tmo) as c_int,
+        }
+    };
+    if r > 0 && !msgs.is_null() {
+        for i in 0..r as usize {
+            // SAFETY: the kernel filled the first r entries.
+            unsafe { received(std::ptr::addr_of!((*msgs.add(i)).msg_hdr)) };
+        }
+    }
+    r
+}
+
+// ---------------------------------------------------------------------------------------
+// sigaction, signal: SIGSEGV/SIGBUS belong to the fault-safe user copies
+// ---------------------------------------------------------------------------------------
+
+use uiommu_linux::uaccess::{self, KernelSigaction};
+
+fn kernel_mask(set: &libc::sigset_t) -> u64 {
+    // SAFETY: glibc's sigset_t is at least 8 bytes and starts with the kernel's 64-bit set.
+    unsafe { std::ptr::read_unaligned((set as *const libc::sigset_t).cast::<u64>()) }
+}
+
+/// `sigaction(2)`: while the shim's fault handler is installed, SIGSEGV and SIGBUS
+/// dispositions are remembered (the handler hands the program's faults to them) instead of
+/// replacing it.
+///
+/// # Safety
+/// As for libc's `sigaction`.
+#[no_mangle]
+pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, oldact: *mut libc::sigaction) -> c_int {
+    let pass = || {
+        // SAFETY: forwarding the caller's arguments.
+        unsafe {
+            match real_sigaction() {
+                Some(f) => f(sig, act, oldact),
+                None => fail(Errno(libc::ENOSYS), -1),
+            }
+        }
+    };
+    if sig != libc::SIGSEGV && sig != libc::SIGBUS {
+        return pass();
+    }
+    // SAFETY: act is null or a valid sigaction (the caller's contract).
+    let new = unsafe { act.as_ref() }.map(|a| KernelSigaction {
+        handler: a.sa_sigaction,
+        flags: a.sa_flags as u32 as u64,
+        // SAFETY: a function pointer (or None) read as an address.
+        restorer: unsafe { std::mem::transmute::<Option<extern "C" fn()>, usize>(a.sa_restorer) },
+        mask: kernel_mask(&a.sa_mask),
+    });
+    let mut old = KernelSigaction::default();
+    match uaccess::intercept(sig, new, &mut old, pass) {
+        Some(r) => r,
+        None => {
+            // SAFETY: oldact is null or a valid, writable sigaction.
+            if let Some(o) = unsafe { oldact.as_mut() } {
+                // SAFETY: an all-zero sigaction is a valid value.
+                *o = unsafe { std::mem::zeroed() };
+                o.sa_sigaction = old.handler;
+                o.sa_flags = old.flags as u32 as c_int;
+                // SAFETY: the sigset starts with the 64-bit kernel set (see kernel_mask).
+                unsafe { std::ptr::write_unaligned((&mut o.sa_mask as *mut libc::sigset_t).cast::<u64>(), old.mask) };
+                // SAFETY: an address the program gave as a restorer (or 0), back as it was.
+                o.sa_restorer = unsafe { std::mem::transmute::<usize, Option<extern "C" fn()>>(old.restorer) };
+            }
+            0
+        }
+    }
+}
+
+/// The `signal` family: `flags` are the SA_* semantics of that variant.
+fn signal_common(sig: c_int, handler: libc::sighandler_t, flags: c_int, next: Option<SignalFn>) -> libc::sighandler_t {
+    let pass = || match next {
+        // SAFETY: forwarding the caller's arguments.
+        Some(f) => unsafe { f(sig, handler) },
+        None => fail(Errno(libc::ENOSYS), libc::SIG_ERR),
+    };
+    if sig != libc::SIGSEGV && sig != libc::SIGBUS {
+        return pass();
+    }
+    let mask = if flags & libc::SA_NODEFER != 0 { 0 } else { 1u64 << (sig - 1) };
+    let new = KernelSigaction { handler, flags: flags as u32 as u64, restorer: 0, mask };
+    let mut old = KernelSigaction::default();
+    match uaccess::intercept(sig, Some(new), &mut old, pass) {
+        Some(r) => r,
+        None => old.handler,
+    }
+}
+
+/// `signal(3)` (BSD semantics, glibc's default).
+///
+/// # Safety
+/// As for libc's `signal`.
+#[no_mangle]
+pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    signal_common(sig, handler, libc::SA_RESTART, real_signal())
+}
+
+/// `bsd_signal(3)`.
+///
+/// # Safety
+/// As for libc's `bsd_signal`.
+#[no_mangle]
+pub unsafe extern "C" fn bsd_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    signal_common(sig, handler, libc::SA_RESTART, real_bsd_signal().or_else(real_signal))
+}
+
+/// `sysv_signal(3)` (one-shot, no masking).
+///
+/// # Safety
+/// As for libc's `sysv_signal`.
+#[no_mangle]
+pub unsafe extern "C" fn sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    signal_common(sig, handler, libc::SA_RESETHAND | libc::SA_NODEFER, real_sysv_signal())
+}
+
+/// `__sysv_signal`.
+///
+/// # Safety
+/// As for glibc's `__sysv_signal`.
+#[no_mangle]
+pub unsafe extern "C" fn __sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    signal_common(sig, handler, libc::SA_RESETHAND | libc::SA_NODEFER, real_sysv_signal_internal().or_else(real_sysv_signal))
 }

@@ -1,30 +1,41 @@
 //! Live `mmap`s of iommufd regions (vIOMMU MMIO pages).
 //!
 //! The kernel keeps a region's owner busy while any mapping of it exists; the engine models
-//! that with the `MmapRegion` it returns (its `hold`). The shim keeps each region value until
-//! every byte of the mapping has been unmapped — by `munmap`, or by a `MAP_FIXED` mapping
-//! placed over it — and then drops it. (`mremap` of such a mapping is not tracked: the hold
-//! then lives until the old range is unmapped.)
+//! that with the `MmapRegion` it returns (its `hold`). The shim keeps each region value (or,
+//! for a region of a remote host, a [`crate::client::RemoteHold`]) until every byte of the
+//! mapping has been unmapped — by `munmap`, or by a `MAP_FIXED` mapping placed over it — and
+//! then drops it. (`mremap` of such a mapping is not tracked: the hold then lives until the
+//! old range is unmapped. A fork child's inherited copy of a mapping holds nothing.)
 
+use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use uiommu_core::MmapRegion;
+use std::sync::{Mutex, MutexGuard};
 
-struct Live {
+pub(crate) struct Live {
     /// Still-mapped `[start, end)` pieces.
     pieces: Vec<(u64, u64)>,
-    _region: MmapRegion,
+    _hold: Box<dyn Any + Send>,
 }
 
 static LIVE: Mutex<Vec<Live>> = Mutex::new(Vec::new());
 /// `LIVE.len()`, readable without the lock (the munmap fast path).
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
-/// Records a successful mapping of `region` at `[addr, addr + len)`.
-pub fn add(addr: u64, len: u64, region: MmapRegion) {
-    let mut g = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-    g.push(Live { pieces: vec![(addr, addr.saturating_add(len))], _region: region });
+pub(crate) fn live() -> MutexGuard<'static, Vec<Live>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records a successful mapping at `[addr, addr + len)` kept alive by `hold`.
+pub fn add<T: Any + Send>(addr: u64, len: u64, hold: T) {
+    let mut g = live();
+    g.push(Live { pieces: vec![(addr, addr.saturating_add(len))], _hold: Box::new(hold) });
     COUNT.store(g.len(), Ordering::Release);
+}
+
+/// In a fork child (lock held by the fork guard): the parent's holds are not ours.
+pub(crate) fn fork_child(g: &mut Vec<Live>) {
+    std::mem::forget(std::mem::take(g));
+    COUNT.store(0, Ordering::Release);
 }
 
 /// `[addr, addr + len)` is no longer mapped: releases regions with nothing left mapped.

@@ -8,6 +8,8 @@
 //!   the iommufd VFIO-compatibility layer understands.
 //! * [`test`](mod@test) — the self-test ABI (`IOMMU_TEST_CMD`, mock driver constants and
 //!   driver-specific payloads).
+//! * [`describe`] — one-line decoding of an ioctl and its result, and per-ioctl summaries
+//!   (what `uiommu trace` prints).
 //!
 //! All structures derive the `zerocopy` traits so they can be read from and
 //! written to raw byte buffers without `unsafe`. Layouts are checked at compile
@@ -51,6 +53,7 @@ macro_rules! field_end {
     };
 }
 
+pub mod describe;
 pub mod iommufd;
 pub mod test;
 pub mod vfio;

@@ -430,7 +430,12 @@ fn create_access(ctx: &Arc<Context>, uc: &Ucmd<'_>, mut cmd: IommuTestCmd) -> Re
     let fd = ctx.machine.platform.install_fd(uc.caller, EngineFile::Access(file), 0o2000000 | 0o2)?;
     p.out_access_fd = fd as u32;
     cmd.set_payload(&p);
-    uc.respond(&cmd)?;
+    if let Err(e) = uc.respond(&cmd) {
+        // The caller never learns the descriptor: take it back; dropping the file
+        // destroys the access.
+        drop(ctx.machine.platform.uninstall_fd(uc.caller, fd));
+        return Err(e);
+    }
     Ok(0)
 }
 

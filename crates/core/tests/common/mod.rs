@@ -175,20 +175,17 @@ impl Platform for CopyFaults {
     fn write_phys(&self, phys: u64, buf: &[u8]) -> Result<(), Errno> {
         self.sim.write_phys(phys, buf)
     }
-    fn pin_changed(&self, phys: u64, pinned: bool) {
-        self.sim.pin_changed(phys, pinned)
-    }
     fn fd(&self, caller: &Caller, fd: i32) -> Result<FdTarget, Errno> {
         self.sim.fd(caller, fd)
     }
     fn install_fd(&self, caller: &Caller, file: EngineFile, flags: i32) -> Result<i32, Errno> {
         self.sim.install_fd(caller, file, flags)
     }
+    fn uninstall_fd(&self, caller: &Caller, fd: i32) -> Option<EngineFile> {
+        self.sim.uninstall_fd(caller, fd)
+    }
     fn create_dmabuf_memory(&self, len: u64) -> Result<Arc<dyn HostFile>, Errno> {
         self.sim.create_dmabuf_memory(len)
-    }
-    fn notify_readable(&self, file: &EngineFile, readable: bool) {
-        self.sim.notify_readable(file, readable)
     }
 }
 

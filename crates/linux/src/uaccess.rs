@@ -1,0 +1,524 @@
+//! Copies to and from this process's own memory without a system call that still answer
+//! EFAULT for bad pointers instead of crashing: the kernel's "exception table" trick.
+//!
+//! On x86-64 the copy is a short routine (`uiommu_linux_copy_user`, in `global_asm!`
+//! below) whose every user-memory access is one of eleven labelled instructions. [`install`] puts a SIGSEGV/SIGBUS
+//! handler in place (raw `rt_sigaction`, with SA_ONSTACK and our own restorer). When a fault
+//! hits while the saved instruction pointer is one of them, the handler moves it to the
+//! fixup label, which returns the number of bytes not copied (`rcx`, kept exact by the
+//! routine and by the CPU for an interrupted `rep movsb`). Any other fault is handed to the program's own
+//! disposition, which the shim remembers instead of installing ([`intercept`]): a handler
+//! is called as the kernel would (its mask and flags applied, SA_SIGINFO or not,
+//! SA_RESETHAND honoured); SIG_DFL/SIG_IGN for a real fault restores the default action and
+//! lets the instruction fault again, so the program dies as it would have.
+//!
+//! Until [`install`] succeeded (or on other architectures), [`read_self`]/[`write_self`] use
+//! `process_vm_readv`/`process_vm_writev` on our own pid, which are slower but equally safe.
+//!
+//! Limits: a program that replaces the handler with a raw `rt_sigaction` system call
+//! (bypassing libc's `sigaction`/`signal`, which the shim interposes) or that runs an ioctl
+//! on a thread with SIGSEGV/SIGBUS blocked turns a bad ioctl pointer into a crash.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use uiommu_core::Errno;
+
+use crate::sys;
+
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".pushsection .text.uiommu_linux_uaccess,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl uiommu_linux_copy_user",
+    ".hidden uiommu_linux_copy_user",
+    ".type uiommu_linux_copy_user,@function",
+    // usize uiommu_linux_copy_user(dst rdi, src rsi, len rdx): bytes NOT copied (0 = all).
+    // Up to 64 bytes: 16-byte moves, then one each of 8, 4, 2 and 1 bytes as needed, so a
+    // small struct lands in the same pieces the compiler then loads it in (a load that spans
+    // several smaller stores cannot be forwarded and stalls); longer copies use `rep movsb`.
+    // Every instruction that touches user memory carries a `uiommu_linux_copy_f*` label; a
+    // fault there resumes at the fixup, which returns the bytes left (`rcx` is kept exact).
+    "uiommu_linux_copy_user:",
+    "    mov rcx, rdx",
+    "    cmp rcx, 64",
+    "    ja 9f",
+    "    cmp rcx, 16",
+    "    jb 2f",
+    "1:",
+    ".globl uiommu_linux_copy_f1",
+    ".hidden uiommu_linux_copy_f1",
+    "uiommu_linux_copy_f1:",
+    "    movdqu xmm0, xmmword ptr [rsi]",
+    ".globl uiommu_linux_copy_f2",
+    ".hidden uiommu_linux_copy_f2",
+    "uiommu_linux_copy_f2:",
+    "    movdqu xmmword ptr [rdi], xmm0",
+    "    add rsi, 16",
+    "    add rdi, 16",
+    "    sub rcx, 16",
+    "    cmp rcx, 16",
+    "    jae 1b",
+    "2:",
+    "    test rcx, 8",
+    "    jz 3f",
+    ".globl uiommu_linux_copy_f3",
+    ".hidden uiommu_linux_copy_f3",
+    "uiommu_linux_copy_f3:",
+    "    mov rax, qword ptr [rsi]",
+    ".globl uiommu_linux_copy_f4",
+    ".hidden uiommu_linux_copy_f4",
+    "uiommu_linux_copy_f4:",
+    "    mov qword ptr [rdi], rax",
+    "    add rsi, 8",
+    "    add rdi, 8",
+    "    sub rcx, 8",
+    "3:",
+    "    test rcx, 4",
+    "    jz 4f",
+    ".globl uiommu_linux_copy_f5",
+    ".hidden uiommu_linux_copy_f5",
+    "uiommu_linux_copy_f5:",
+    "    mov eax, dword ptr [rsi]",
+    ".globl uiommu_linux_copy_f6",
+    ".hidden uiommu_linux_copy_f6",
+    "uiommu_linux_copy_f6:",
+    "    mov dword ptr [rdi], eax",
+    "    add rsi, 4",
+    "    add rdi, 4",
+    "    sub rcx, 4",
+    "4:",
+    "    test rcx, 2",
+    "    jz 5f",
+    ".globl uiommu_linux_copy_f7",
+    ".hidden uiommu_linux_copy_f7",
+    "uiommu_linux_copy_f7:",
+    "    mov ax, word ptr [rsi]",
+    ".globl uiommu_linux_copy_f8",
+    ".hidden uiommu_linux_copy_f8",
+    "uiommu_linux_copy_f8:",
+    "    mov word ptr [rdi], ax",
+    "    add rsi, 2",
+    "    add rdi, 2",
+    "    sub rcx, 2",
+    "5:",
+    "    test rcx, 1",
+    "    jz 6f",
+    ".globl uiommu_linux_copy_f9",
+    ".hidden uiommu_linux_copy_f9",
+    "uiommu_linux_copy_f9:",
+    "    mov al, byte ptr [rsi]",
+    ".globl uiommu_linux_copy_f10",
+    ".hidden uiommu_linux_copy_f10",
+    "uiommu_linux_copy_f10:",
+    "    mov byte ptr [rdi], al",
+    "    dec rcx",
+    "6:",
+    "    xor eax, eax",
+    "    ret",
+    "9:",
+    ".globl uiommu_linux_copy_insn",
+    ".hidden uiommu_linux_copy_insn",
+    "uiommu_linux_copy_insn:",
+    "    rep movsb",
+    ".globl uiommu_linux_copy_fixup",
+    ".hidden uiommu_linux_copy_fixup",
+    "uiommu_linux_copy_fixup:",
+    "    mov rax, rcx",
+    "    ret",
+    ".size uiommu_linux_copy_user, . - uiommu_linux_copy_user",
+    ".p2align 4",
+    ".globl uiommu_linux_restore_rt",
+    ".hidden uiommu_linux_restore_rt",
+    ".type uiommu_linux_restore_rt,@function",
+    // The signal return trampoline (what glibc's __restore_rt is): rt_sigreturn().
+    "uiommu_linux_restore_rt:",
+    "    mov rax, 15",
+    "    syscall",
+    "    ud2",
+    ".size uiommu_linux_restore_rt, . - uiommu_linux_restore_rt",
+    ".popsection",
+);
+
+#[cfg(target_arch = "x86_64")]
+extern "C" {
+    fn uiommu_linux_copy_user(dst: *mut u8, src: *const u8, len: usize) -> usize;
+    fn uiommu_linux_restore_rt();
+    static uiommu_linux_copy_insn: u8;
+    static uiommu_linux_copy_f1: u8;
+    static uiommu_linux_copy_f2: u8;
+    static uiommu_linux_copy_f3: u8;
+    static uiommu_linux_copy_f4: u8;
+    static uiommu_linux_copy_f5: u8;
+    static uiommu_linux_copy_f6: u8;
+    static uiommu_linux_copy_f7: u8;
+    static uiommu_linux_copy_f8: u8;
+    static uiommu_linux_copy_f9: u8;
+    static uiommu_linux_copy_f10: u8;
+    static uiommu_linux_copy_fixup: u8;
+}
+
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the fault handler is in place (fast copies are in use).
+#[inline]
+pub fn installed() -> bool {
+    INSTALLED.load(Ordering::Acquire)
+}
+
+/// Copies `len` bytes from `src` to `dst`, either of which may be a bad pointer.
+///
+/// # Safety
+/// [`installed`] must be true. Writing through `dst` must not break Rust aliasing rules: it
+/// is either a buffer the caller exclusively owns or memory the program named for the
+/// kernel to write (which the program must not expect to be unchanged).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn copy_raw(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Errno> {
+    // SAFETY: per the contract the fault handler is installed, so a fault inside the copy
+    // instruction resumes at the fixup label, which returns the bytes left.
+    let left = unsafe { uiommu_linux_copy_user(dst, src, len) };
+    if left == 0 {
+        Ok(())
+    } else {
+        Err(Errno::EFAULT)
+    }
+}
+
+fn range_ok(addr: u64, len: usize) -> bool {
+    // Wrapping ranges and the kernel half are never user memory.
+    addr.checked_add(len as u64).is_some_and(|end| end <= 0x0000_8000_0000_0000)
+}
+
+/// Copies `buf.len()` bytes from `addr` in this process. EFAULT if unreadable.
+#[inline]
+pub fn read_self(addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    if !range_ok(addr, buf.len()) {
+        return Err(Errno::EFAULT);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if installed() {
+        // SAFETY: the handler is installed; `buf` is ours exclusively; `addr` is read only.
+        return unsafe { copy_raw(buf.as_mut_ptr(), addr as usize as *const u8, buf.len()) };
+    }
+    sys::vm_read(crate::my_pid(), addr, buf).map_err(|_| Errno::EFAULT)
+}
+
+/// Copies `buf` to `addr` in this process. EFAULT if unwritable.
+#[inline]
+pub fn write_self(addr: u64, buf: &[u8]) -> Result<(), Errno> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    if !range_ok(addr, buf.len()) {
+        return Err(Errno::EFAULT);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if installed() {
+        // SAFETY: the handler is installed; `addr` is memory the program asked the emulated
+        // kernel to write (its contract, as with a real kernel); `buf` is only read.
+        return unsafe { copy_raw(addr as usize as *mut u8, buf.as_ptr(), buf.len()) };
+    }
+    sys::vm_write(crate::my_pid(), addr, buf).map_err(|_| Errno::EFAULT)
+}
+
+// ---------------------------------------------------------------------------------------
+// Dispositions
+// ---------------------------------------------------------------------------------------
+
+/// The kernel's `struct sigaction` on x86-64 (what `rt_sigaction` takes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelSigaction {
+    /// Handler address, or SIG_DFL (0) / SIG_IGN (1).
+    pub handler: usize,
+    /// SA_* flags.
+    pub flags: u64,
+    /// Signal return trampoline (with SA_RESTORER).
+    pub restorer: usize,
+    /// Signals blocked while the handler runs.
+    pub mask: u64,
+}
+
+const SA_RESTORER: u64 = 0x0400_0000;
+
+fn rt_sigaction(sig: i32, new: Option<&KernelSigaction>, old: Option<&mut KernelSigaction>) -> sys::SysResult<()> {
+    let newp = new.map_or(std::ptr::null(), |n| n as *const KernelSigaction);
+    let oldp = old.map_or(std::ptr::null_mut(), |o| o as *mut KernelSigaction);
+    // SAFETY: newp/oldp are null or valid kernel sigaction structs; sigsetsize is 8.
+    let r = unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, newp, oldp, 8usize) };
+    if r < 0 {
+        Err(sys::errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// The program's own disposition of one signal, kept while ours is installed. Read by the
+/// signal handler, so plain atomics (a torn read during a concurrent `sigaction` is no worse
+/// than the kernel's own race between the two).
+struct ProgAction {
+    handler: AtomicUsize,
+    flags: AtomicU64,
+    restorer: AtomicUsize,
+    mask: AtomicU64,
+}
+
+impl ProgAction {
+    const fn new() -> ProgAction {
+        ProgAction { handler: AtomicUsize::new(0), flags: AtomicU64::new(0), restorer: AtomicUsize::new(0), mask: AtomicU64::new(0) }
+    }
+    fn get(&self) -> KernelSigaction {
+        KernelSigaction {
+            handler: self.handler.load(Ordering::Acquire),
+            flags: self.flags.load(Ordering::Acquire),
+            restorer: self.restorer.load(Ordering::Acquire),
+            mask: self.mask.load(Ordering::Acquire),
+        }
+    }
+    fn set(&self, a: &KernelSigaction) {
+        self.flags.store(a.flags, Ordering::Release);
+        self.restorer.store(a.restorer, Ordering::Release);
+        self.mask.store(a.mask, Ordering::Release);
+        self.handler.store(a.handler, Ordering::Release);
+    }
+}
+
+static PROG: [ProgAction; 2] = [ProgAction::new(), ProgAction::new()];
+/// Serialises installation and program `sigaction` calls on the two signals. A spin lock
+/// (held for a few stores) so that a fork child can reset it.
+static LOCK: AtomicBool = AtomicBool::new(false);
+
+struct LockGuard;
+
+fn lock() -> LockGuard {
+    while LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        std::thread::yield_now();
+    }
+    LockGuard
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        LOCK.store(false, Ordering::Release);
+    }
+}
+
+fn slot(sig: i32) -> Option<&'static ProgAction> {
+    match sig {
+        libc::SIGSEGV => Some(&PROG[0]),
+        libc::SIGBUS => Some(&PROG[1]),
+        _ => None,
+    }
+}
+
+/// Installs the fault handler for SIGSEGV and SIGBUS (once; later calls return the first
+/// outcome). The dispositions found are remembered as the program's. Returns whether fast
+/// copies are now in use (always false off x86-64).
+pub fn install() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if installed() {
+            return true;
+        }
+        let _g = lock();
+        if installed() {
+            return true;
+        }
+        let ours = KernelSigaction {
+            handler: on_fault as *const () as usize,
+            flags: (libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART) as u64 | SA_RESTORER,
+            restorer: uiommu_linux_restore_rt as *const () as usize,
+            mask: 0,
+        };
+        let mut olds = [KernelSigaction::default(); 2];
+        for (i, sig) in [libc::SIGSEGV, libc::SIGBUS].into_iter().enumerate() {
+            if rt_sigaction(sig, None, Some(&mut olds[i])).is_err() {
+                return false;
+            }
+        }
+        for (i, sig) in [libc::SIGSEGV, libc::SIGBUS].into_iter().enumerate() {
+            PROG[i].set(&olds[i]);
+            if rt_sigaction(sig, Some(&ours), None).is_err() {
+                // Put back what was there; stay on the slow path.
+                for (j, s) in [libc::SIGSEGV, libc::SIGBUS].into_iter().enumerate().take(i + 1) {
+                    let _ = rt_sigaction(s, Some(&olds[j]), None);
+                }
+                return false;
+            }
+        }
+        INSTALLED.store(true, Ordering::Release);
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A program's `sigaction(sig, new, old)` while the handler may be installed: for SIGSEGV
+/// and SIGBUS with the handler in place, `new` only replaces the remembered program
+/// disposition, `old` receives the previous one and the result is `None`. Otherwise runs
+/// `pass` (the real call) under the same lock, so an installation cannot lose it, and
+/// returns its result.
+pub fn intercept<R>(
+    sig: i32,
+    new: Option<KernelSigaction>,
+    old: &mut KernelSigaction,
+    pass: impl FnOnce() -> R,
+) -> Option<R> {
+    let Some(s) = slot(sig) else { return Some(pass()) };
+    let _g = lock();
+    if !installed() {
+        return Some(pass());
+    }
+    *old = s.get();
+    if let Some(n) = new {
+        s.set(&n);
+    }
+    None
+}
+
+/// After `fork()` in the child: the lock may have been held by another thread of the parent.
+pub(crate) fn fork_child() {
+    // Only the forking thread exists in the child: nobody else can be inside the lock.
+    LOCK.store(false, Ordering::Release);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn sig_bit(sig: i32) -> u64 {
+    1u64 << (sig - 1)
+}
+
+#[cfg(target_arch = "x86_64")]
+extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    let uc = uctx.cast::<libc::ucontext_t>();
+    // SAFETY: the kernel passes a valid ucontext for an SA_SIGINFO handler; taking the
+    // addresses of the two labels reads nothing.
+    unsafe {
+        let rip = (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+        let faulting = [
+            &uiommu_linux_copy_insn as *const u8 as usize,
+            &uiommu_linux_copy_f1 as *const u8 as usize,
+            &uiommu_linux_copy_f2 as *const u8 as usize,
+            &uiommu_linux_copy_f3 as *const u8 as usize,
+            &uiommu_linux_copy_f4 as *const u8 as usize,
+            &uiommu_linux_copy_f5 as *const u8 as usize,
+            &uiommu_linux_copy_f6 as *const u8 as usize,
+            &uiommu_linux_copy_f7 as *const u8 as usize,
+            &uiommu_linux_copy_f8 as *const u8 as usize,
+            &uiommu_linux_copy_f9 as *const u8 as usize,
+            &uiommu_linux_copy_f10 as *const u8 as usize,
+        ];
+        if faulting.contains(&rip) {
+            (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = &uiommu_linux_copy_fixup as *const u8 as usize as i64;
+            return;
+        }
+    }
+    // SAFETY: info and uctx are the kernel's, passed on unchanged.
+    unsafe { chain(sig, info, uctx) }
+}
+
+/// Gives a signal that is not ours to the program's disposition.
+///
+/// # Safety
+/// Only from the signal handler, with the kernel's `info` and `uctx`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn chain(sig: i32, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    let Some(s) = slot(sig) else { return };
+    let a = s.get();
+    // SAFETY: info is the kernel's siginfo.
+    let code = unsafe { (*info).si_code };
+    if a.handler == libc::SIG_DFL || a.handler == libc::SIG_IGN {
+        if a.handler == libc::SIG_IGN && code <= 0 {
+            return; // sent by a process, and ignored
+        }
+        // The default action (terminate with a core dump). The kernel forces it for a
+        // synchronous fault even when the signal is ignored.
+        let dfl = KernelSigaction { handler: libc::SIG_DFL, ..Default::default() };
+        let _ = rt_sigaction(sig, Some(&dfl), None);
+        if code <= 0 {
+            // Not a fault: send it again; it is delivered when the handler returns.
+            // SAFETY: tgkill has no memory arguments.
+            unsafe { libc::syscall(libc::SYS_tgkill, sys::getpid(), sys::gettid(), sig) };
+        }
+        // A fault: returning re-executes the instruction, which faults again.
+        return;
+    }
+    if a.flags & libc::SA_RESETHAND as u64 != 0 {
+        s.set(&KernelSigaction::default());
+    }
+    // The mask the kernel would have applied for the program's handler.
+    let uc = uctx.cast::<libc::ucontext_t>();
+    // SAFETY: uc is the kernel's ucontext; its signal mask starts with the 64-bit kernel set.
+    let interrupted = unsafe { std::ptr::read_unaligned(std::ptr::addr_of!((*uc).uc_sigmask).cast::<u64>()) };
+    let mut mask = interrupted | a.mask;
+    if a.flags & libc::SA_NODEFER as u64 == 0 {
+        mask |= sig_bit(sig);
+    }
+    // SAFETY: mask is a valid 8-byte kernel sigset; the old set is not wanted (sigreturn
+    // restores the interrupted mask).
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &mask as *const u64, std::ptr::null_mut::<u64>(), 8usize) };
+    if a.flags & libc::SA_SIGINFO as u64 != 0 {
+        // SAFETY: the program registered this address as an SA_SIGINFO handler.
+        let f = unsafe { std::mem::transmute::<usize, extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void)>(a.handler) };
+        f(sig, info, uctx);
+    } else {
+        // SAFETY: the program registered this address as a one-argument handler.
+        let f = unsafe { std::mem::transmute::<usize, extern "C" fn(i32)>(a.handler) };
+        f(sig);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_copies_fault_safely() {
+        let fast = install();
+        let src = *b"0123456789abcdef";
+        let mut dst = [0u8; 16];
+        read_self(src.as_ptr() as u64, &mut dst).unwrap();
+        assert_eq!(dst, src);
+        let mut out = [0u8; 4];
+        write_self(out.as_mut_ptr() as u64, b"wxyz").unwrap();
+        assert_eq!(&out, b"wxyz");
+        assert_eq!(read_self(0, &mut dst), Err(Errno::EFAULT));
+        assert_eq!(read_self(8, &mut dst), Err(Errno::EFAULT));
+        assert_eq!(write_self(16, b"x"), Err(Errno::EFAULT));
+        assert_eq!(read_self(u64::MAX - 3, &mut dst), Err(Errno::EFAULT));
+        // A page that ends in a hole: the readable part is not enough.
+        // SAFETY: a fresh mapping chosen by the kernel.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        // SAFETY: the second page of our own mapping.
+        unsafe { libc::munmap((p as usize + 4096) as *mut libc::c_void, 4096) };
+        let mut big = [0u8; 64];
+        assert_eq!(read_self(p as u64 + 4096 - 32, &mut big), Err(Errno::EFAULT));
+        read_self(p as u64 + 4096 - 64, &mut big).unwrap();
+        // Each path of the copy routine: bytes, quad words, rep movsb; reads and writes.
+        for len in [1usize, 2, 3, 4, 5, 7, 8, 13, 16, 24, 31, 48, 63, 64, 65, 200, 4096] {
+            let mut b = vec![0u8; len];
+            let at = p as u64 + 4096 - len as u64 / 2;
+            if len > 1 {
+                assert_eq!(read_self(at, &mut b), Err(Errno::EFAULT), "read {len}");
+                assert_eq!(write_self(at, &b), Err(Errno::EFAULT), "write {len}");
+            }
+            let ok = p as u64 + 4096 - len as u64;
+            b.iter_mut().enumerate().for_each(|(i, x)| *x = i as u8);
+            write_self(ok, &b).unwrap();
+            let mut c = vec![0u8; len];
+            read_self(ok, &mut c).unwrap();
+            assert_eq!(b, c, "round trip {len}");
+        }
+        // SAFETY: unmapping our own page.
+        unsafe { libc::munmap(p, 4096) };
+        if cfg!(target_arch = "x86_64") {
+            assert!(fast);
+        }
+    }
+}
