@@ -373,14 +373,14 @@ pub(crate) fn get_dirty_bitmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64>
     let ioas = g.hwpt[&cmd.hwpt_id].ioas;
     let align = g.iova_alignment(ioas);
     let end = last.wrapping_add(1);
-    if cmd.iova % align != 0 || end % align != 0 {
+    if !cmd.iova.is_multiple_of(align) || end % align != 0 {
         return Err(Errno::EINVAL);
     }
     if cmd.page_size == 0 {
         return Err(Errno::EINVAL);
     }
     let gran = 1u64 << cmd.page_size.trailing_zeros();
-    if cmd.iova % gran != 0 || end % gran != 0 {
+    if !cmd.iova.is_multiple_of(gran) || end % gran != 0 {
         return Err(Errno::EINVAL);
     }
     if !g.hwpt[&cmd.hwpt_id].dirty_capable {
@@ -469,7 +469,7 @@ fn set_user_bits(uc: &Ucmd<'_>, data: u64, ranges: &[(u64, u64)]) {
 fn set_bit_range(buf: &mut [u8], a: u64, b: u64) {
     let mut n = a;
     while n <= b {
-        if n % 8 == 0 && n + 7 <= b {
+        if n.is_multiple_of(8) && n + 7 <= b {
             buf[(n / 8) as usize] = 0xff;
             n += 8;
         } else {
@@ -500,7 +500,7 @@ const RESP_SIZE: usize = core::mem::size_of::<IommuHwptPageResponse>();
 impl FaultFile {
     /// `read(2)`: whole groups of 40-byte records.
     pub fn read(&self, caller: &Caller, buf: u64, count: usize) -> Result<usize> {
-        if count % PGFAULT_SIZE != 0 {
+        if !count.is_multiple_of(PGFAULT_SIZE) {
             return Err(Errno::ESPIPE);
         }
         let mut g = self.ctx.lock();
@@ -533,7 +533,7 @@ impl FaultFile {
 
     /// `write(2)`: page responses.
     pub fn write(&self, caller: &Caller, buf: u64, count: usize) -> Result<usize> {
-        if count % RESP_SIZE != 0 {
+        if !count.is_multiple_of(RESP_SIZE) {
             return Err(Errno::ESPIPE);
         }
         let mut g = self.ctx.lock();

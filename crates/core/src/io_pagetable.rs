@@ -108,7 +108,7 @@ impl Ioas {
 
     /// Whether every area satisfies `align` (iova, length, in-page offset of its source).
     pub fn areas_aligned(&self, align: u64) -> bool {
-        self.areas.values().all(|a| a.iova % align == 0 && a.len() % align == 0 && (a.offset % PAGE_SIZE) % align == 0)
+        self.areas.values().all(|a| a.iova % align == 0 && a.len() % align == 0 && (a.offset % PAGE_SIZE).is_multiple_of(align))
     }
 }
 
@@ -528,7 +528,7 @@ impl Ictx {
         }
         let new_start = c + 1;
         let start_byte = a.offset + (new_start - a.iova);
-        if new_start % align != 0 || start_byte % align != 0 {
+        if !new_start.is_multiple_of(align) || !start_byte.is_multiple_of(align) {
             return Err(Errno::EINVAL);
         }
         if a.num_accesses > 0 || (!ioas.domains.is_empty() && ioas.large_pages) {

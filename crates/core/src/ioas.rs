@@ -114,14 +114,14 @@ pub(crate) struct NewPages {
 /// Choose or check the IOVA of a new mapping of `length` bytes (IOAS_MAP steps 6-7).
 pub(crate) fn place_iova(g: &Ictx, ioas_id: u32, length: u64, addr: u64, iova: u64, fixed: bool) -> Result<u64> {
     let align = g.iova_alignment(ioas_id);
-    if length % align != 0 {
+    if !length.is_multiple_of(align) {
         return Err(Errno::EINVAL);
     }
     let ioas = &g.ioas[&ioas_id];
     if !fixed {
         return iova::alloc_iova(length, addr, align, &ioas.allowed, &ioas.used_ranges());
     }
-    if iova % align != 0 {
+    if !iova.is_multiple_of(align) {
         return Err(Errno::EINVAL);
     }
     let last = iova.checked_add(length - 1).ok_or(Errno::EOVERFLOW)?;
@@ -150,7 +150,7 @@ pub(crate) fn map_pages(
     let iova = place_iova(g, ioas_id, length, src.addr, iova, fixed)?;
     let align = g.iova_alignment(ioas_id);
     let in_page = src.addr % PAGE_SIZE;
-    if in_page % align != 0 {
+    if !in_page.is_multiple_of(align) {
         return Err(Errno::EINVAL);
     }
     let npages = (in_page + length).div_ceil(PAGE_SIZE);
@@ -229,7 +229,7 @@ pub(crate) fn map_file(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     cmd.start.checked_add(cmd.length - 1).ok_or(Errno::EOVERFLOW)?;
     let source = match m.platform.fd(uc.caller, cmd.fd)? {
         FdTarget::Engine(EngineFile::DmaBuf(buf)) => {
-            if cmd.start + cmd.length - 1 >= buf.len || cmd.length / PAGE_SIZE >= u32::MAX as u64 {
+            if cmd.start + cmd.length > buf.len || cmd.length / PAGE_SIZE >= u32::MAX as u64 {
                 return Err(Errno::EINVAL);
             }
             if buf.is_revoked() {
@@ -302,7 +302,7 @@ pub(crate) fn copy(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     let iova = place_iova(&g, dst, cmd.length, first_addr, cmd.dst_iova, fixed)?;
     let align = g.iova_alignment(dst);
     for &(store, off, _) in &pieces {
-        if (off % PAGE_SIZE) % align != 0 {
+        if !(off % PAGE_SIZE).is_multiple_of(align) {
             return Err(Errno::EINVAL);
         }
         if writable && !g.stores[&store].writable {

@@ -29,9 +29,6 @@ impl SpanMap {
         SpanMap { spans: BTreeMap::new(), stride }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
 
     /// The span containing `i`: `(start, span)`.
     pub fn get(&self, i: u64) -> Option<(u64, Span)> {
@@ -129,10 +126,6 @@ impl SpanMap {
         }
     }
 
-    /// Number of spans (for memory accounting).
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
 }
 
 #[cfg(test)]

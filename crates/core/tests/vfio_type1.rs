@@ -7,7 +7,7 @@ use uiommu_core::{EngineFile, Errno, FdTarget, Platform};
 use uiommu_uapi::iommufd::*;
 use uiommu_uapi::test::*;
 use uiommu_uapi::vfio::*;
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::FromBytes;
 
 const MIB: u64 = 1 << 20;
 

@@ -34,10 +34,6 @@ impl DmaBuf {
         self.revoked.store(r, Ordering::Release)
     }
 
-    pub(crate) fn resolve_pages(&self, pgoff: u64, n: usize, out: &mut Vec<u64>) -> Result<()> {
-        self.mem.resolve_pages(pgoff, n, out)
-    }
-
     /// The memory behind the buffer (what a program's `mmap` of the fd shows).
     pub fn memory(&self) -> &Arc<dyn HostFile> {
         &self.mem

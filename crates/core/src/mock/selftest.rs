@@ -74,7 +74,7 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
             g.objs.expect(cmd.id, ObjType::HwptPaging)?;
             let pt = &g.hwpt[&cmd.id].pt;
             let gran = pt.min_page();
-            if p.iova % gran != 0 || p.length % gran != 0 || p.uptr % gran != 0 {
+            if !p.iova.is_multiple_of(gran) || !p.length.is_multiple_of(gran) || !p.uptr.is_multiple_of(gran) {
                 return Err(Errno::EINVAL);
             }
             p.uptr.checked_add(p.length).ok_or(Errno::EINVAL)?;
@@ -99,7 +99,7 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         }
         IOMMU_TEST_OP_MD_CHECK_REFS => {
             let p: TestCheckRefs = cmd.payload();
-            if p.length % PAGE_SIZE != 0 || p.uptr % PAGE_SIZE != 0 {
+            if !p.length.is_multiple_of(PAGE_SIZE) || !p.uptr.is_multiple_of(PAGE_SIZE) {
                 return Err(Errno::EINVAL);
             }
             p.uptr.checked_add(p.length).ok_or(Errno::EINVAL)?;
@@ -241,7 +241,7 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         }
         IOMMU_TEST_OP_DIRTY => {
             let mut p: TestDirty = cmd.payload();
-            if p.page_size == 0 || p.length == 0 || p.iova % p.page_size != 0 || p.length % p.page_size != 0 || p.uptr == 0
+            if p.page_size == 0 || p.length == 0 || !p.iova.is_multiple_of(p.page_size) || !p.length.is_multiple_of(p.page_size) || p.uptr == 0
             {
                 return Err(Errno::EINVAL);
             }

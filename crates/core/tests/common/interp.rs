@@ -338,7 +338,7 @@ impl World {
                 self.call(&ctx, IOMMU_IOAS_COPY, c);
             }
             6 | 7 => {
-                let all = r.u8() % 4 == 0;
+                let all = r.u8().is_multiple_of(4);
                 let c = IommuIoasUnmap {
                     size: 0,
                     ioas_id: self.id(r),
@@ -428,7 +428,7 @@ impl World {
                         iotlb: r.u32(),
                         pagetable_type: r.u8() as u32 % 3,
                     };
-                    c.data_type = if r.u8() % 8 == 0 {
+                    c.data_type = if r.u8().is_multiple_of(8) {
                         r.u32()
                     } else {
                         IOMMU_HWPT_DATA_SELFTEST
@@ -526,7 +526,7 @@ impl World {
                     in_data: r.u32(),
                     ..Default::default()
                 };
-                let ty = if r.u8() % 8 == 0 {
+                let ty = if r.u8().is_multiple_of(8) {
                     r.u32()
                 } else {
                     IOMMU_VIOMMU_TYPE_SELFTEST
@@ -554,7 +554,7 @@ impl World {
                 self.keep_id(&res, c.out_vdevice_id);
             }
             25 => {
-                let ty = if r.u8() % 8 == 0 {
+                let ty = if r.u8().is_multiple_of(8) {
                     r.u32()
                 } else {
                     IOMMU_VEVENTQ_TYPE_SELFTEST
@@ -570,7 +570,7 @@ impl World {
                 self.keep_fd(&res, c.out_veventq_fd as i32);
             }
             26 => {
-                let ty = if r.u8() % 8 == 0 {
+                let ty = if r.u8().is_multiple_of(8) {
                     r.u32()
                 } else {
                     IOMMU_HW_QUEUE_TYPE_SELFTEST
@@ -729,7 +729,7 @@ impl World {
                 self.sim.share(PID, self.scratch, PID + 1);
                 let c = IommuIoasChangeProcess {
                     size: 8,
-                    reserved: if r.u8() % 8 == 0 { 1 } else { 0 },
+                    reserved: if r.u8().is_multiple_of(8) { 1 } else { 0 },
                 };
                 self.sim
                     .write_user(&self.caller, self.scratch, c.as_bytes())
