@@ -242,9 +242,8 @@ impl DmaPort {
             // counting ourselves in flight: an invalidation holding that lock waits for
             // in-flight DMAs, so we must never wait for the lock while counted.
             let e = self.lookup(at, write)?;
-            let t = e.t.ok_or(Errno::EFAULT)?;
-            let prot = t.prot();
-            if (write && !prot.write) || (!write && !prot.read) {
+            let Some(t) = e.t else { return Err(Errno::EFAULT) };
+            if !(if write { t.write } else { t.read }) {
                 return Err(Errno::EFAULT);
             }
             // Reads validate after copying (a stale read is simply redone); writes are

@@ -312,7 +312,7 @@ fn quiesce(fds: &[i32], gone: Vec<Arc<ShimFile>>) -> Vec<Arc<ShimFile>> {
         };
         if s.owner.load(Ordering::Relaxed) == me {
             if s.busy.load(Ordering::Relaxed) {
-                defer_drop(g);
+                defer(Some(fd), g);
                 continue;
             }
         } else {
@@ -350,6 +350,23 @@ pub fn insert(fd: i32, file: Arc<ShimFile>) -> Option<Arc<ShimFile>> {
         old
     };
     quiesce(&[fd], old.into_iter().collect()).pop()
+}
+
+/// [`insert`] from inside an engine call (engine locks held): a replaced (stale) entry is
+/// queued for [`drop_deferred`] instead of being waited for and returned.
+pub fn insert_deferred(fd: i32, file: Arc<ShimFile>) {
+    let old = {
+        let mut t = table();
+        set_fast(fd, Some(&file));
+        let old = t.insert(fd, file);
+        if old.is_none() {
+            set_engine_flag(fd, true);
+        }
+        old
+    };
+    if let Some(old) = old {
+        defer(Some(fd), old);
+    }
 }
 
 /// Unregisters `fd`; returns its entry (drop it after this returns, outside any lock).
@@ -412,14 +429,22 @@ pub fn forget_stale(fd: i32) {
 }
 
 /// Entries to drop once no engine call is in progress on this thread (see [`defer_drop`]).
-pub(crate) static DEFERRED: Mutex<Vec<Arc<ShimFile>>> = Mutex::new(Vec::new());
+/// Entries waiting to be dropped, with the fd whose hot-path slot may still be in use.
+pub(crate) type Deferred = Vec<(Option<i32>, Arc<ShimFile>)>;
+pub(crate) static DEFERRED: Mutex<Deferred> = Mutex::new(Vec::new());
 pub(crate) static HAVE_DEFERRED: AtomicUsize = AtomicUsize::new(0);
 
 /// Drops `f` later, from [`drop_deferred`]: for platform callbacks, which run with engine
 /// locks held, where an engine file's tear-down must not run.
 pub fn defer_drop(f: Arc<ShimFile>) {
+    defer(None, f);
+}
+
+/// Queues `f` (which was removed from `fd`'s slot) for [`drop_deferred`], which drops it
+/// only once nobody uses that slot.
+fn defer(fd: Option<i32>, f: Arc<ShimFile>) {
     let mut g = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
-    g.push(f);
+    g.push((fd, f));
     HAVE_DEFERRED.store(g.len(), Ordering::Release);
 }
 
@@ -434,7 +459,21 @@ pub fn drop_deferred() {
         HAVE_DEFERRED.store(0, Ordering::Release);
         std::mem::take(&mut *g)
     };
-    crate::sys::keep_errno(|| crate::drop_quietly(v));
+    // Entries removed from a hot-path slot: drop only those whose slot is idle now (never
+    // wait here: the caller may be any thread), keep the others for a later call.
+    if v.iter().any(|(fd, _)| fd.is_some()) && asym::available() {
+        asym::heavy();
+    }
+    let (now, later): (Deferred, Deferred) = v.into_iter().partition(|(fd, _)| {
+        match fd.and_then(|fd| usize::try_from(fd).ok()).and_then(|i| FAST.get(i)) {
+            Some(s) => !s.busy.load(Ordering::Acquire),
+            None => true,
+        }
+    });
+    for (fd, f) in later {
+        defer(fd, f);
+    }
+    crate::sys::keep_errno(|| crate::drop_quietly(now));
 }
 
 /// Number of registered engine fds (for tests and diagnostics).

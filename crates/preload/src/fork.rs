@@ -28,7 +28,7 @@ struct Held {
     registry: MutexGuard<'static, Option<host::Registry>>,
     machine: MutexGuard<'static, Option<Arc<Machine>>>,
     table: MutexGuard<'static, Table>,
-    deferred: MutexGuard<'static, Vec<Arc<ShimFile>>>,
+    deferred: MutexGuard<'static, fdtable::Deferred>,
     live: MutexGuard<'static, Vec<mapping::Live>>,
 }
 

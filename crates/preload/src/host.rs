@@ -231,9 +231,7 @@ pub fn install_local(file: EngineFile, flags: i32) -> Result<i32, Errno> {
     };
     // A stale entry (its number was closed behind the shim's back) must not be dropped
     // here: engine locks are held, and its tear-down could need them.
-    if let Some(stale) = fdtable::insert(fd, Arc::new(entry)) {
-        fdtable::defer_drop(stale);
-    }
+    fdtable::insert_deferred(fd, Arc::new(entry));
     Ok(fd)
 }
 
