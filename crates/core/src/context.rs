@@ -53,6 +53,13 @@ impl Ictx {
         self.acct_mode.unwrap_or(AcctMode::User)
     }
 
+    /// A published IOAS (ENOENT otherwise). IOAS entries exist exactly while their id is
+    /// published (inserted and removed together under the lock), so one map lookup serves.
+    pub fn ioas_ref(&self, id: u32) -> Result<&Ioas> {
+        crate::fault_inject::fail_point(crate::fault_inject::FailSite::Lookup)?;
+        self.ioas.get(&id).ok_or(Errno::ENOENT)
+    }
+
     pub fn new_store(&mut self, pages: Pages) -> StoreId {
         self.next_store += 1;
         self.stores.insert(self.next_store, pages);
@@ -126,17 +133,24 @@ impl Context {
             return crate::vfio_compat::ioctl(self, caller, cmd, arg);
         }
         let platform = &*self.machine.platform;
-        let mut size = [0u8; 4];
-        platform.read_user(caller, arg, &mut size)?;
-        let user_size = u32::from_ne_bytes(size);
-        let info = uiommu_uapi::cmd_info(nr).ok_or(Errno::ENOTTY)?;
-        if info.ioctl != cmd {
-            return Err(Errno::ENOTTY);
-        }
+        let info = uiommu_uapi::cmd_info(nr).filter(|i| i.ioctl == cmd);
+        // Read the whole known struct in one copy when we can; if that faults (the struct
+        // may be shorter and end a mapping), read just `size` like the kernel does. The
+        // kernel's order holds either way: EFAULT for `size`, then ENOTTY, then EINVAL.
+        let mut pre = [0u8; crate::ucmd::PRE_MAX];
+        let pre_len = match info {
+            Some(i) if platform.try_read_user(caller, arg, &mut pre[..i.size]).is_ok() => i.size,
+            _ => {
+                platform.read_user(caller, arg, &mut pre[..4])?;
+                0
+            }
+        };
+        let user_size = u32::from_ne_bytes([pre[0], pre[1], pre[2], pre[3]]);
+        let info = info.ok_or(Errno::ENOTTY)?;
         if (user_size as usize) < info.min_size {
             return Err(Errno::EINVAL);
         }
-        let uc = Ucmd { caller, platform, arg, user_size };
+        let uc = Ucmd { caller, platform, arg, user_size, pre, pre_len };
         self.dispatch(nr, &uc)
     }
 

@@ -64,7 +64,16 @@ impl FailSite {
 }
 
 /// A failure site: `Err` if this is the site the calling thread's countdown selected.
+/// Whether any thread ever armed fail-nth (only ever goes from false to true).
+static EVER_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[inline]
 pub(crate) fn fail_point(site: FailSite) -> Result<()> {
+    // Until some thread arms its countdown, no site needs the thread-local at all (in a
+    // shared library every thread-local access is a call).
+    if !EVER_ARMED.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     FAIL_NTH.with(|c| match c.get() {
         0 => Ok(()),
         1 => {
@@ -83,6 +92,9 @@ impl Machine {
     /// Arm the calling thread's countdown: with `n ≥ 1` the `n`-th failure site this thread
     /// reaches fails (like writing `n` to `/proc/thread-self/fail-nth`); 0 disarms it.
     pub fn set_fail_nth(n: u32) {
+        if n != 0 {
+            EVER_ARMED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         FAIL_NTH.with(|c| c.set(n));
     }
 

@@ -646,17 +646,23 @@ pub(crate) fn auto_respond(g: &mut Ictx, hwpt: u32, dev_id: u32, pasid: u32) {
 /// an IOTLB miss walks it without taking the context lock. Writers (map, unmap, dirty
 /// updates) run under the context lock *and* this lock; readers only need this one.
 #[derive(Clone, Debug)]
-pub(crate) struct DomainPt(std::sync::Arc<std::sync::RwLock<MockPageTable>>);
+pub(crate) struct DomainPt {
+    pt: std::sync::Arc<std::sync::RwLock<MockPageTable>>,
+    /// The smallest page size (fixed for a domain; read without the lock).
+    min_page: u64,
+}
 
 impl DomainPt {
     pub fn new(ty: MockPtType) -> DomainPt {
-        DomainPt(std::sync::Arc::new(std::sync::RwLock::new(MockPageTable::new(ty))))
+        let pt = MockPageTable::new(ty);
+        let min_page = pt.min_page();
+        DomainPt { pt: std::sync::Arc::new(std::sync::RwLock::new(pt)), min_page }
     }
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, MockPageTable> {
-        self.0.read().unwrap_or_else(|e| e.into_inner())
+        self.pt.read().unwrap_or_else(|e| e.into_inner())
     }
     pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, MockPageTable> {
-        self.0.write().unwrap_or_else(|e| e.into_inner())
+        self.pt.write().unwrap_or_else(|e| e.into_inner())
     }
     pub fn map_max(&self, iova: u64, phys: u64, len: u64, prot: crate::mock::pagetable::Prot, max: u64) -> Result<()> {
         self.write().map_max(iova, phys, len, prot, max)
@@ -680,7 +686,7 @@ impl DomainPt {
         self.read().mapped_bytes()
     }
     pub fn min_page(&self) -> u64 {
-        self.read().min_page()
+        self.min_page
     }
     pub fn aperture(&self) -> (u64, u64) {
         self.read().aperture()

@@ -56,20 +56,23 @@ pub(crate) fn iova_ranges(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         return Err(Errno::EOPNOTSUPP);
     }
     let g = ctx.lock();
-    g.objs.expect(cmd.ioas_id, ObjType::Ioas)?;
-    let gaps = g.ioas[&cmd.ioas_id].reserved.gaps();
-    for (k, &(start, last)) in gaps.iter().enumerate() {
-        if k >= cmd.num_iovas as usize {
-            break;
-        }
-        let r = IommuIovaRange { start, last };
-        uc.write_user(cmd.allowed_iovas + (k * 16) as u64, r.as_bytes())?;
-    }
+    let ioas = g.ioas_ref(cmd.ioas_id)?;
     let cap = cmd.num_iovas as usize;
-    cmd.num_iovas = gaps.len() as u32;
+    let mut total = 0usize;
+    let mut res = Ok(());
+    ioas.reserved.for_each_gap(|start, last| {
+        if total < cap && res.is_ok() {
+            let r = IommuIovaRange { start, last };
+            res = uc.write_user(cmd.allowed_iovas + (total * 16) as u64, r.as_bytes());
+        }
+        total += 1;
+    });
+    res?;
+    cmd.num_iovas = total as u32;
     cmd.out_iova_alignment = g.iova_alignment(cmd.ioas_id);
+    drop(g);
     uc.respond(&cmd)?;
-    if gaps.len() > cap {
+    if total > cap {
         return Err(Errno::EMSGSIZE);
     }
     Ok(0)
@@ -410,9 +413,9 @@ pub(crate) fn option(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
             }
         }
         IOMMU_OPTION_HUGE_PAGES => {
-            g.objs.expect(cmd.object_id, ObjType::Ioas)?;
+            let large_pages = g.ioas_ref(cmd.object_id)?.large_pages;
             match cmd.op {
-                IOMMU_OPTION_OP_GET => cmd.val64 = g.ioas[&cmd.object_id].large_pages as u64,
+                IOMMU_OPTION_OP_GET => cmd.val64 = large_pages as u64,
                 IOMMU_OPTION_OP_SET => match cmd.val64 {
                     0 => set_large_pages(&mut g, cmd.object_id, false)?,
                     1 => set_large_pages(&mut g, cmd.object_id, true)?,

@@ -28,7 +28,28 @@ pub(crate) fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 
 impl ReservedRanges {
     pub fn add(&mut self, start: u64, last: u64, owner: ReservedOwner) {
-        self.ranges.push((start, last, owner));
+        // Kept sorted by start so the gaps can be walked without sorting or allocating.
+        let at = self.ranges.partition_point(|r| r.0 <= start);
+        self.ranges.insert(at, (start, last, owner));
+    }
+
+    /// Call `f(start, last)` for each maximal gap of the reserved set over `[0, u64::MAX]`,
+    /// ascending, without allocating.
+    pub fn for_each_gap(&self, mut f: impl FnMut(u64, u64)) {
+        let mut cur = Some(0u64);
+        for &(s, l, _) in &self.ranges {
+            let Some(c) = cur else { return };
+            if l < c {
+                continue;
+            }
+            if s > c {
+                f(c, s - 1);
+            }
+            cur = l.checked_add(1);
+        }
+        if let Some(c) = cur {
+            f(c, u64::MAX);
+        }
     }
 
     pub fn remove_owner(&mut self, owner: ReservedOwner) {
@@ -232,6 +253,9 @@ mod tests {
             let mut r = ReservedRanges::default();
             for &(s, l) in &rs { r.add(s, s.saturating_add(l), ReservedOwner::None); }
             let gaps = r.gaps();
+            let mut walked = Vec::new();
+            r.for_each_gap(|s, l| walked.push((s, l)));
+            prop_assert_eq!(&walked, &gaps);
             for w in gaps.windows(2) { prop_assert!(w[0].1 < w[1].0 && w[1].0 - w[0].1 > 1); }
             for &(s, l) in &rs {
                 let e = s.saturating_add(l);

@@ -158,6 +158,12 @@ pub enum FdTarget {
 pub trait Platform: Send + Sync + 'static {
     /// Copy `buf.len()` bytes from `addr` in the caller's memory. EFAULT if unreadable.
     fn read_user(&self, caller: &Caller, addr: u64, buf: &mut [u8]) -> Result<()>;
+    /// A read the engine may do speculatively (reading ahead more than it strictly needs)
+    /// and falls back from on failure; not a user-visible copy. Defaults to `read_user`.
+    fn try_read_user(&self, caller: &Caller, addr: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_user(caller, addr, buf)
+    }
+
     /// Copy `buf` to `addr` in the caller's memory. EFAULT if unwritable.
     fn write_user(&self, caller: &Caller, addr: u64, buf: &[u8]) -> Result<()>;
 

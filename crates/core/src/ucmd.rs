@@ -17,7 +17,14 @@ pub(crate) struct Ucmd<'a> {
     pub arg: u64,
     /// The caller's `size`.
     pub user_size: u32,
+    /// The first `pre_len` bytes at `arg`, when the dispatcher could read the whole known
+    /// struct in one copy (0 = not read ahead).
+    pub pre: [u8; PRE_MAX],
+    pub pre_len: usize,
 }
+
+/// The largest command struct (IOMMU_TEST_CMD).
+pub(crate) const PRE_MAX: usize = 72;
 
 impl<'a> Ucmd<'a> {
     /// Decode the command struct `T` (known size = `size_of::<T>()`), after the minimum
@@ -26,7 +33,11 @@ impl<'a> Ucmd<'a> {
         let known = core::mem::size_of::<T>();
         let mut cmd = T::new_zeroed();
         let n = (self.user_size as usize).min(known);
-        self.platform.read_user(self.caller, self.arg, &mut cmd.as_mut_bytes()[..n])?;
+        if self.pre_len >= n {
+            cmd.as_mut_bytes()[..n].copy_from_slice(&self.pre[..n]);
+        } else {
+            self.platform.read_user(self.caller, self.arg, &mut cmd.as_mut_bytes()[..n])?;
+        }
         if (self.user_size as usize) > known {
             check_zero_tail(self.platform, self.caller, self.arg + known as u64, self.user_size as u64 - known as u64)?;
         }

@@ -777,10 +777,9 @@ fn user_copy_faults_unwind() {
     fn swc<T>(h: &H, what: &str, call: impl FnMut(&H) -> Result<T, Errno>) -> T {
         let (v, copies) = h.sweep_copies(what, call);
         eprintln!("{what}: {copies} user copies");
-        assert!(
-            copies >= 2,
-            "{what}: the argument read and the copy-back at least"
-        );
+        // The argument struct is read ahead with `try_read_user` (a fault there only makes
+        // the engine fall back), so the copy-back is the one copy every call has.
+        assert!(copies >= 1, "{what}: the copy-back at least");
         v
     }
     let h = H::unprivileged(64 << 20);

@@ -159,6 +159,10 @@ impl Platform for CopyFaults {
         self.hit()?;
         self.sim.read_user(caller, addr, buf)
     }
+    fn try_read_user(&self, caller: &Caller, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        // A read-ahead the engine falls back from is not a user copy to fault.
+        self.sim.read_user(caller, addr, buf)
+    }
     fn write_user(&self, caller: &Caller, addr: u64, buf: &[u8]) -> Result<(), Errno> {
         self.hit()?;
         self.sim.write_user(caller, addr, buf)
