@@ -213,11 +213,13 @@ impl DmaPort {
     }
 
     /// Read `buf.len()` bytes at `iova`.
+    #[inline]
     pub fn read(&mut self, iova: u64, buf: &mut [u8]) -> Result<()> {
         self.access(iova, buf.len(), false, |p, phys, r| p.read_phys(phys, &mut buf[r]))
     }
 
     /// Write `buf` at `iova`.
+    #[inline]
     pub fn write(&mut self, iova: u64, buf: &[u8]) -> Result<()> {
         self.access(iova, buf.len(), true, |p, phys, r| p.write_phys(phys, &buf[r]))
     }
