@@ -216,7 +216,8 @@ pub fn bench(args: &[OsString], lib: Result<std::path::PathBuf, String>) -> Exit
     let r = (|| -> Result<(f64, f64, f64, f64), String> {
         // Alternate the two kinds of child three times and keep each figure's best: process
         // placement and frequency drift affect single runs by a few percent.
-        let (mut plain, mut shim_enotty, mut option, mut ranges) = (f64::INFINITY, f64::INFINITY, f64::INFINITY, f64::INFINITY);
+        let (mut plain, mut shim_enotty, mut option, mut ranges) =
+            (f64::INFINITY, f64::INFINITY, f64::INFINITY, f64::INFINITY);
         for _ in 0..3 {
             let a = run_child(None, &p)?;
             plain = plain.min(get(&a, "enotty")?);

@@ -29,72 +29,37 @@ fn story() -> Result<(), Error> {
     step(2, "Map a buffer of host memory into it");
     let mem = HostMemory::new(LEN as usize)?;
     ioas.map_at(BASE, &mem, 0, LEN, MapFlags::READ | MapFlags::WRITE)?;
-    say(format!(
-        "{} KiB at host address {:#x}",
-        LEN >> 10,
-        mem.host_address()
-    ));
-    say(format!(
-        "IOMMU_IOAS_MAP -> IOVA {BASE}..{:#x}, read+write",
-        BASE.0 + LEN
-    ));
+    say(format!("{} KiB at host address {:#x}", LEN >> 10, mem.host_address()));
+    say(format!("IOMMU_IOAS_MAP -> IOVA {BASE}..{:#x}, read+write", BASE.0 + LEN));
 
-    step(
-        3,
-        "Attach an emulated device, through a domain that can track dirty pages",
-    );
+    step(3, "Attach an emulated device, through a domain that can track dirty pages");
     let dev = Device::mock(&ioas)?;
     let hwpt = HwPagetable::new(&dev, &ioas, HwptFlags::DIRTY_TRACKING)?;
     dev.replace(&hwpt)?;
-    say(format!(
-        "device {} -> domain (HWPT) {} -> IOAS {}",
-        dev.id(),
-        hwpt.id(),
-        ioas.id()
-    ));
+    say(format!("device {} -> domain (HWPT) {} -> IOAS {}", dev.id(), hwpt.id(), ioas.id()));
 
-    step(
-        4,
-        "The device DMAs into memory by IOVA; the IOMMU translates",
-    );
+    step(4, "The device DMAs into memory by IOVA; the IOMMU translates");
     let at = BASE.unchecked_add(0x2000);
     dev.dma_write(at, b"hello, iommu")?;
     let mut seen = [0u8; 12];
     mem.read_slice(&mut seen, 0x2000)?;
     say(format!("device writes \"hello, iommu\" at IOVA {at}"));
-    say(format!(
-        "the CPU reads the buffer at offset 0x2000: \"{}\"",
-        String::from_utf8_lossy(&seen)
-    ));
+    say(format!("the CPU reads the buffer at offset 0x2000: \"{}\"", String::from_utf8_lossy(&seen)));
 
     step(5, "Dirty tracking: which pages did the device write?");
     hwpt.set_dirty_tracking(true)?;
-    let pages = [
-        BASE,
-        BASE.unchecked_add(5 * PAGE),
-        BASE.unchecked_add(11 * PAGE),
-    ];
+    let pages = [BASE, BASE.unchecked_add(5 * PAGE), BASE.unchecked_add(11 * PAGE)];
     for p in pages {
         dev.dma_write(p.unchecked_add(100), b"x")?;
     }
     let bm = hwpt.dirty_bitmap(BASE, LEN, PAGE, true)?;
-    let picture: String = (0..LEN / PAGE)
-        .map(|i| {
-            if bm.is_dirty(BASE.unchecked_add(i * PAGE)) {
-                '#'
-            } else {
-                '.'
-            }
-        })
-        .collect();
+    let picture: String =
+        (0..LEN / PAGE).map(|i| if bm.is_dirty(BASE.unchecked_add(i * PAGE)) { '#' } else { '.' }).collect();
     say("tracking on; the device writes 3 pages; IOMMU_HWPT_GET_DIRTY_BITMAP (4 KiB pages):");
     say(format!(
         "[{picture}]  {} dirty: {}",
         bm.count(),
-        bm.dirty_pages()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(" ")
+        bm.dirty_pages().map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
     ));
     let again = hwpt.dirty_bitmap(BASE, LEN, PAGE, false)?;
     say(format!("reading cleared them: {} dirty now", again.count()));

@@ -16,10 +16,7 @@ pub fn trace(mut args: &[OsString], run: fn(&[OsString]) -> ExitCode) -> ExitCod
             };
             out = Some(PathBuf::from(f));
             args = &args[2..];
-        } else if let Some(f) = a
-            .strip_prefix("--output=")
-            .or_else(|| a.strip_prefix("-o").filter(|f| !f.is_empty()))
-        {
+        } else if let Some(f) = a.strip_prefix("--output=").or_else(|| a.strip_prefix("-o").filter(|f| !f.is_empty())) {
             out = Some(PathBuf::from(f));
             args = &args[1..];
         } else {

@@ -34,7 +34,10 @@ fn run_prepends_preload_and_execs() {
         .unwrap();
     assert_eq!(o.status.code(), Some(7));
     let fake = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fake_preload.so");
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("{}:/other.so", std::fs::canonicalize(&fake).unwrap().display()));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("{}:/other.so", std::fs::canonicalize(&fake).unwrap().display())
+    );
     // Without "--" too.
     let o = with_fake_preload(&mut uiommu()).args(["run", "/bin/true"]).output().unwrap();
     assert!(o.status.success());
@@ -42,10 +45,7 @@ fn run_prepends_preload_and_execs() {
 
 #[test]
 fn run_missing_program_is_127() {
-    let o = with_fake_preload(&mut uiommu())
-        .args(["run", "--", "/nonexistent/program"])
-        .output()
-        .unwrap();
+    let o = with_fake_preload(&mut uiommu()).args(["run", "--", "/nonexistent/program"]).output().unwrap();
     assert_eq!(o.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot execute"));
     let o = uiommu().args(["run"]).output().unwrap();
@@ -54,11 +54,7 @@ fn run_missing_program_is_127() {
 
 #[test]
 fn run_missing_library_is_127() {
-    let o = uiommu()
-        .args(["run", "--", "/bin/true"])
-        .env("UIOMMU_PRELOAD", "/nonexistent/lib.so")
-        .output()
-        .unwrap();
+    let o = uiommu().args(["run", "--", "/bin/true"]).env("UIOMMU_PRELOAD", "/nonexistent/lib.so").output().unwrap();
     assert_eq!(o.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&o.stderr).contains("UIOMMU_PRELOAD"));
 }

@@ -26,15 +26,7 @@ fn demo_tells_the_story() {
         assert!(out.contains(want), "demo output lacks {want:?}");
     }
     assert!(out.lines().count() < 40, "the demo must fit on one screen");
-    assert_eq!(
-        uiommu()
-            .args(["demo", "extra"])
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(2)
-    );
+    assert_eq!(uiommu().args(["demo", "extra"]).output().unwrap().status.code(), Some(2));
 }
 
 /// The shim built by this cargo invocation (as in the preload crate's tests), or built now.
@@ -55,8 +47,7 @@ fn preload_lib() -> Option<PathBuf> {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .ok()?;
-    st.success()
-        .then(|| tdir.join("debug/libuiommu_preload.so"))
+    st.success().then(|| tdir.join("debug/libuiommu_preload.so"))
 }
 
 /// A C program that maps, unmaps, fails an unmap and destroys, with its own copies of the
@@ -109,12 +100,7 @@ fn build_prog() -> Option<PathBuf> {
     let src = dir.join("trace_prog.c");
     let out = dir.join("trace_prog");
     std::fs::write(&src, PROG).unwrap();
-    let st = Command::new("cc")
-        .args(["-O1", "-Wall", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .ok()?;
+    let st = Command::new("cc").args(["-O1", "-Wall", "-o"]).arg(&out).arg(&src).status().ok()?;
     st.success().then_some(out)
 }
 
@@ -131,15 +117,8 @@ fn trace_decodes_iommufd_ioctls() {
     let lib = preload_lib().expect("libuiommu_preload.so");
     let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("trace.log");
     std::fs::write(&log, "stale contents\n").unwrap();
-    let o = uiommu()
-        .env("UIOMMU_PRELOAD", &lib)
-        .arg("trace")
-        .arg("-o")
-        .arg(&log)
-        .arg("--")
-        .arg(&prog)
-        .output()
-        .unwrap();
+    let o =
+        uiommu().env("UIOMMU_PRELOAD", &lib).arg("trace").arg("-o").arg(&log).arg("--").arg(&prog).output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
     let text = std::fs::read_to_string(&log).unwrap();
@@ -148,80 +127,36 @@ fn trace_decodes_iommufd_ioctls() {
     assert!(stdout.contains("prog done"));
     assert!(!text.contains("stale"), "-o truncates the file");
     let lines: Vec<&str> = text.lines().collect();
-    let find = |p: &str| {
-        lines
-            .iter()
-            .copied()
-            .find(|l| l.contains(p))
-            .unwrap_or_else(|| panic!("no line with {p:?}"))
-    };
+    let find = |p: &str| lines.iter().copied().find(|l| l.contains(p)).unwrap_or_else(|| panic!("no line with {p:?}"));
     let alloc = find("IOMMU_IOAS_ALLOC(");
-    assert!(
-        alloc.contains("= 0 {out_ioas_id=1}") && alloc.ends_with('>'),
-        "{alloc}"
-    );
+    assert!(alloc.contains("= 0 {out_ioas_id=1}") && alloc.ends_with('>'), "{alloc}");
     let map = find("IOMMU_IOAS_MAP(");
     assert!(
-        map.starts_with(
-            "IOMMU_IOAS_MAP(ioas_id=1, flags=FIXED_IOVA|WRITEABLE|READABLE, user_va=0x"
-        ) && map.contains("length=0x40000, iova=0x400000) = 0 <"),
+        map.starts_with("IOMMU_IOAS_MAP(ioas_id=1, flags=FIXED_IOVA|WRITEABLE|READABLE, user_va=0x")
+            && map.contains("length=0x40000, iova=0x400000) = 0 <"),
         "{map}"
     );
     // The child's unmap carries its pid; the parent's failing one its errno.
-    let child =
-        find("IOMMU_IOAS_UNMAP(ioas_id=1, iova=0x400000, length=0x40000) = 0 {length=0x40000}");
+    let child = find("IOMMU_IOAS_UNMAP(ioas_id=1, iova=0x400000, length=0x40000) = 0 {length=0x40000}");
     assert!(child.starts_with("[pid "), "{child}");
     find("IOMMU_IOAS_UNMAP(ioas_id=1, iova=0x400000, length=0x40000) = -1 ENOENT");
     find("IOMMU_DESTROY(id=1) = 0");
     // The summary counts the child's call too.
     let row = |name: &str| {
-        lines
-            .iter()
-            .copied()
-            .find(|l| l.ends_with(&format!("  {name}")))
-            .unwrap_or_else(|| panic!("no {name} row"))
+        lines.iter().copied().find(|l| l.ends_with(&format!("  {name}"))).unwrap_or_else(|| panic!("no {name} row"))
     };
     let unmap_row = row("IOMMU_IOAS_UNMAP");
     let cols: Vec<&str> = unmap_row.split_whitespace().collect();
-    assert_eq!(
-        (cols[1], cols[2]),
-        ("2", "1"),
-        "calls and errors: {unmap_row}"
-    );
+    assert_eq!((cols[1], cols[2]), ("2", "1"), "calls and errors: {unmap_row}");
     let total = row("total");
     assert!(total.split_whitespace().nth(1) == Some("5"), "{total}");
 
     // Without -o the lines go to stderr.
-    let o = uiommu()
-        .env("UIOMMU_PRELOAD", &lib)
-        .args(["trace", "--"])
-        .arg(&prog)
-        .output()
-        .unwrap();
+    let o = uiommu().env("UIOMMU_PRELOAD", &lib).args(["trace", "--"]).arg(&prog).output().unwrap();
     assert!(o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        stderr.contains("IOMMU_IOAS_MAP(ioas_id=1") && stderr.contains("uiommu trace: summary"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("IOMMU_IOAS_MAP(ioas_id=1") && stderr.contains("uiommu trace: summary"), "{stderr}");
     // Usage errors.
-    assert_eq!(
-        uiommu()
-            .args(["trace", "-o"])
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(2)
-    );
-    assert_eq!(
-        uiommu()
-            .args(["trace"])
-            .env("UIOMMU_PRELOAD", &lib)
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(2)
-    );
+    assert_eq!(uiommu().args(["trace", "-o"]).output().unwrap().status.code(), Some(2));
+    assert_eq!(uiommu().args(["trace"]).env("UIOMMU_PRELOAD", &lib).output().unwrap().status.code(), Some(2));
 }

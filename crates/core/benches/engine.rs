@@ -207,12 +207,20 @@ impl Bench {
         (p.out_stdev_id, p.out_hwpt_id, p.out_idev_id)
     }
     fn large_pages(&self, ioas: u32, on: bool) {
-        let mut o = IommuOption { size: 24, option_id: IOMMU_OPTION_HUGE_PAGES, op: IOMMU_OPTION_OP_SET, object_id: ioas, val64: on as u64, ..Default::default() };
+        let mut o = IommuOption {
+            size: 24,
+            option_id: IOMMU_OPTION_HUGE_PAGES,
+            op: IOMMU_OPTION_OP_SET,
+            object_id: ioas,
+            val64: on as u64,
+            ..Default::default()
+        };
         self.ioctl(IOMMU_OPTION, &mut o).unwrap();
     }
     fn map(&self, ioas: u32, va: u64, len: u64, iova: u64) -> Result<u64> {
         let flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
-        let mut c = IommuIoasMap { size: 40, flags, ioas_id: ioas, user_va: va, length: len, iova, ..Default::default() };
+        let mut c =
+            IommuIoasMap { size: 40, flags, ioas_id: ioas, user_va: va, length: len, iova, ..Default::default() };
         self.ioctl(IOMMU_IOAS_MAP, &mut c)?;
         Ok(c.iova)
     }
@@ -241,7 +249,10 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn report(name: &str, what: f64, base_name: &str, base: f64, ratio: f64, goal: &str, ok: bool) {
-    println!("{name:<58} {what:>12.1} ns | {base_name:<34} {base:>10.1} ns | ratio {ratio:>9.4} (goal {goal}) {}", if ok { "MET" } else { "NOT MET" });
+    println!(
+        "{name:<58} {what:>12.1} ns | {base_name:<34} {base:>10.1} ns | ratio {ratio:>9.4} (goal {goal}) {}",
+        if ok { "MET" } else { "NOT MET" }
+    );
 }
 
 fn main() {
@@ -276,7 +287,15 @@ fn main() {
         unmap_4k = unmap_4k.min(t.elapsed().as_nanos() as f64);
     }
     let r1 = map_4k / stores;
-    report("1 IOAS_MAP 1 GiB, 4 KiB IOPTEs, one mock domain", map_4k, "262144 sequential 8-byte stores", stores, r1, "<= 15", r1 <= 15.0);
+    report(
+        "1 IOAS_MAP 1 GiB, 4 KiB IOPTEs, one mock domain",
+        map_4k,
+        "262144 sequential 8-byte stores",
+        stores,
+        r1,
+        "<= 15",
+        r1 <= 15.0,
+    );
 
     // Goal 2: the same 1 GiB backed by 2 MiB huge pages (hugetlb MAP_FILE), large pages on.
     let b2 = Bench::new(1 << 20);
@@ -290,7 +309,15 @@ fn main() {
         b2.unmap(ioas2, iova, gib).unwrap();
     }
     let r2 = map_huge / map_4k;
-    report("2 IOAS_MAP_FILE 1 GiB of 2 MiB hugetlb pages", map_huge, "goal 1 (4 KiB map)", map_4k, r2, "<= 0.02", r2 <= 0.02);
+    report(
+        "2 IOAS_MAP_FILE 1 GiB of 2 MiB hugetlb pages",
+        map_huge,
+        "goal 1 (4 KiB map)",
+        map_4k,
+        r2,
+        "<= 0.02",
+        r2 <= 0.02,
+    );
 
     // Goal 3: unmap vs map; per-page unmap vs a single-page unmap call.
     let r3 = unmap_4k / map_4k;
@@ -313,7 +340,15 @@ fn main() {
     let single_unmap = (one - map_only).max(one / 2.0);
     let per_page = unmap_4k / pages as f64;
     let r3b = per_page / single_unmap;
-    report("3b per-page cost inside one 1 GiB unmap", per_page, "one single-page IOAS_UNMAP call", single_unmap, r3b, "<= 0.05", r3b <= 0.05);
+    report(
+        "3b per-page cost inside one 1 GiB unmap",
+        per_page,
+        "one single-page IOAS_UNMAP call",
+        single_unmap,
+        r3b,
+        "<= 0.05",
+        r3b <= 0.05,
+    );
 
     // Goal 4: IOTLB hit vs a dependent hash lookup; miss vs hit.
     let b4 = Bench::new(1 << 24);
@@ -380,7 +415,15 @@ fn main() {
         }
     }) / n5 as f64;
     let r5a = memcpy64 / dma64;
-    report("5a DMA read 64 KiB via 4 KiB IOPTEs (throughput ratio)", dma64, "memcpy 64 KiB in 4 KiB chunks", memcpy64, r5a, ">= 0.85", r5a >= 0.85);
+    report(
+        "5a DMA read 64 KiB via 4 KiB IOPTEs (throughput ratio)",
+        dma64,
+        "memcpy 64 KiB in 4 KiB chunks",
+        memcpy64,
+        r5a,
+        ">= 0.85",
+        r5a >= 0.85,
+    );
     let memcpy4 = best(reps, || {
         for _ in 0..n5 * 16 {
             // SAFETY: bytes 8192..12288 of the 16 MiB RAM, into the first 4 KiB of buf.
@@ -426,7 +469,15 @@ fn main() {
     }
     let with_many = probe(&b6);
     let r6 = with_many / with_one;
-    report(&format!("6a map+unmap one area with {nareas} areas"), with_many, "the same with one area", with_one, r6, "<= 3", r6 <= 3.0);
+    report(
+        &format!("6a map+unmap one area with {nareas} areas"),
+        with_many,
+        "the same with one area",
+        with_one,
+        r6,
+        "<= 3",
+        r6 <= 3.0,
+    );
     drop(b6);
     let before = LIVE.load(Ordering::Relaxed);
     let b7 = Bench::new(1 << 12);
@@ -438,7 +489,11 @@ fn main() {
     let used = LIVE.load(Ordering::Relaxed) as f64 - base_mem as f64;
     let per = used / pages as f64;
     let _ = before;
-    println!("{:<58} {per:>12.2} B  | goal <= 24 B per mapped 4 KiB page (pins + page tables) {}", "6b engine memory per mapped 4 KiB page", if per <= 24.0 { "MET" } else { "NOT MET" });
+    println!(
+        "{:<58} {per:>12.2} B  | goal <= 24 B per mapped 4 KiB page (pins + page tables) {}",
+        "6b engine memory per mapped 4 KiB page",
+        if per <= 24.0 { "MET" } else { "NOT MET" }
+    );
 
     // Issue 4: read-and-clear of the dirty bitmap over 64 GiB at 4 KiB, 1 % dirty.
     let span: u64 = if short { 64 << 20 } else { 64 << 30 };
@@ -479,6 +534,13 @@ fn main() {
         black_box(&bitmap);
     }
     let r8 = read_clear / seq;
-    report(&format!("I4 read+clear dirty bitmap, {} GiB at 4 KiB, 1% dirty ({dirty} leaves)", span >> 30), read_clear, &format!("sequential read of {entries} entries"), seq, r8, "<= 2", r8 <= 2.0);
+    report(
+        &format!("I4 read+clear dirty bitmap, {} GiB at 4 KiB, 1% dirty ({dirty} leaves)", span >> 30),
+        read_clear,
+        &format!("sequential read of {entries} entries"),
+        seq,
+        r8,
+        "<= 2",
+        r8 <= 2.0,
+    );
 }
-

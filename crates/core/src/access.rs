@@ -163,7 +163,10 @@ pub(crate) fn pin(g: &mut Ictx, m: &Machine, id: u32, iova: u64, length: u64, wr
         let a = &g.ioas[&ioas].areas[&k];
         let start_byte = a.offset + (s - a.iova);
         let end_byte = a.offset + (l - a.iova);
-        if a.prevent_access || !start_byte.is_multiple_of(PAGE_SIZE) || (i + 1 < n && end_byte % PAGE_SIZE != PAGE_SIZE - 1) {
+        if a.prevent_access
+            || !start_byte.is_multiple_of(PAGE_SIZE)
+            || (i + 1 < n && end_byte % PAGE_SIZE != PAGE_SIZE - 1)
+        {
             return Err(Errno::EINVAL);
         }
         if (write && !a.prot.write) || (!write && !a.prot.read) {

@@ -153,7 +153,11 @@ pub(crate) fn attach(ctx: &Context, g: &mut Ictx, dev: u32, pasid: u32, pt_id: u
 }
 
 fn auto_hwpts(g: &Ictx, ioas: u32) -> Vec<u32> {
-    g.hwpt.iter().filter(|(id, h)| h.auto_domain && h.ioas == ioas && g.objs.type_of(**id).is_ok()).map(|(&id, _)| id).collect()
+    g.hwpt
+        .iter()
+        .filter(|(id, h)| h.auto_domain && h.ioas == ioas && g.objs.type_of(**id).is_ok())
+        .map(|(&id, _)| id)
+        .collect()
 }
 
 fn attach_hwpt(g: &mut Ictx, dev: u32, pasid: u32, hwpt: u32) -> Result<()> {
@@ -358,7 +362,8 @@ pub(crate) fn get_hw_info(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     if cmd.reserved.iter().any(|&b| b != 0) {
         return Err(Errno::EOPNOTSUPP);
     }
-    let req = if cmd.flags & IOMMU_HW_INFO_FLAG_INPUT_TYPE != 0 { cmd.out_data_type } else { IOMMU_HW_INFO_TYPE_DEFAULT };
+    let req =
+        if cmd.flags & IOMMU_HW_INFO_FLAG_INPUT_TYPE != 0 { cmd.out_data_type } else { IOMMU_HW_INFO_TYPE_DEFAULT };
     let g = ctx.lock();
     g.objs.expect(cmd.dev_id, ObjType::Device)?;
     let d = &g.devices[&cmd.dev_id];

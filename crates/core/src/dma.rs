@@ -19,7 +19,6 @@
 
 use crate::context::{Context, Ictx};
 use crate::errno::{Errno, Result};
-use crate::mock::pagetable::Prot;
 use crate::object::ObjType;
 use crate::platform::PAGE_SIZE;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -72,12 +71,6 @@ pub struct Translation {
     pub read: bool,
     /// Writable by the device.
     pub write: bool,
-}
-
-impl Translation {
-    fn prot(&self) -> Prot {
-        Prot { read: self.read, write: self.write }
-    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -196,7 +189,13 @@ impl DmaPort {
         let Some((_, pt, tracking)) = &self.domain else { return Err(Errno::EFAULT) };
         let tracking = *tracking;
         // The walk needs only the page table's own lock.
-        let t = pt.lookup_leaf(iova).map(|(li, ll, lp, prot)| Translation { iova: li, len: ll, phys: lp, read: prot.read, write: prot.write });
+        let t = pt.lookup_leaf(iova).map(|(li, ll, lp, prot)| Translation {
+            iova: li,
+            len: ll,
+            phys: lp,
+            read: prot.read,
+            write: prot.write,
+        });
         let mut dirty = false;
         if let (Some(t), true, true) = (t, for_write, tracking) {
             if t.write {

@@ -51,11 +51,9 @@ impl FailSite {
     /// The errno an injected failure at this site returns.
     pub(crate) fn errno(self) -> Errno {
         match self {
-            FailSite::Object
-            | FailSite::Alloc
-            | FailSite::TempBuf
-            | FailSite::Charge
-            | FailSite::DomainMap => Errno::ENOMEM,
+            FailSite::Object | FailSite::Alloc | FailSite::TempBuf | FailSite::Charge | FailSite::DomainMap => {
+                Errno::ENOMEM
+            }
             FailSite::Pin => Errno::EFAULT,
             FailSite::Xarray | FailSite::RwPage => Errno::EINVAL,
             FailSite::Lookup => Errno::ENOENT,
@@ -133,11 +131,7 @@ mod tests {
         assert_eq!(fail_point(FailSite::Pin), Err(Errno::EFAULT));
         assert_eq!(Machine::fail_nth(), 0);
         assert_eq!(Machine::last_injected_site(), Some("pin"));
-        assert_eq!(
-            fail_point(FailSite::Alloc),
-            Ok(()),
-            "one failure per arming"
-        );
+        assert_eq!(fail_point(FailSite::Alloc), Ok(()), "one failure per arming");
         // Disarmed threads never fail, and the counter is per thread.
         Machine::set_fail_nth(1);
         std::thread::spawn(|| {

@@ -179,7 +179,13 @@ pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
 
 /// Mock driver: a nested domain on `parent` (allocated directly or through `viommu`,
 /// which it then holds instead of the parent). Returns the reserved HWPT id.
-fn mock_nested_alloc(g: &mut Ictx, uc: &Ucmd<'_>, cmd: &IommuHwptAlloc, parent: u32, viommu: Option<u32>) -> Result<u32> {
+fn mock_nested_alloc(
+    g: &mut Ictx,
+    uc: &Ucmd<'_>,
+    cmd: &IommuHwptAlloc,
+    parent: u32,
+    viommu: Option<u32>,
+) -> Result<u32> {
     if cmd.data_type != t::IOMMU_HWPT_DATA_SELFTEST {
         return Err(Errno::EOPNOTSUPP);
     }

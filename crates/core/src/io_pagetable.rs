@@ -108,7 +108,9 @@ impl Ioas {
 
     /// Whether every area satisfies `align` (iova, length, in-page offset of its source).
     pub fn areas_aligned(&self, align: u64) -> bool {
-        self.areas.values().all(|a| a.iova % align == 0 && a.len() % align == 0 && (a.offset % PAGE_SIZE).is_multiple_of(align))
+        self.areas
+            .values()
+            .all(|a| a.iova % align == 0 && a.len() % align == 0 && (a.offset % PAGE_SIZE).is_multiple_of(align))
     }
 }
 
@@ -466,7 +468,11 @@ impl Ictx {
         }
         for (&sid, s) in &self.stores {
             if refs.get(&sid).copied().unwrap_or(0) != s.area_refs {
-                return Err(format!("store {sid}: area_refs {} but {} areas", s.area_refs, refs.get(&sid).copied().unwrap_or(0)));
+                return Err(format!(
+                    "store {sid}: area_refs {} but {} areas",
+                    s.area_refs,
+                    refs.get(&sid).copied().unwrap_or(0)
+                ));
             }
             // Expected runs (start, end, holders > 0) against the store's, both with equal
             // neighbours merged.

@@ -20,29 +20,29 @@ mod dma;
 mod fault_inject;
 pub mod hw_pagetable;
 mod io_pagetable;
-#[cfg(test)]
-mod lifecycle_model;
 mod ioas;
 mod iova;
+#[cfg(test)]
+mod lifecycle_model;
 mod machine;
 pub mod mock;
 mod object;
 mod pages;
-mod spans;
-mod snapshot;
 pub mod sim;
+mod snapshot;
+mod spans;
 mod ucmd;
 mod vfio_compat;
 pub mod viommu;
 
 pub use access::AccessFile;
 pub use context::Context;
-pub use hw_pagetable::FaultFile;
 pub use dma::{DmaEpoch, DmaPort, Translation};
-pub use viommu::{MmapHold, MmapRegion, VeventqFile};
 pub use errno::{Errno, Result};
+pub use hw_pagetable::FaultFile;
 pub use machine::Machine;
 pub use platform::{Caller, Creds, FdTarget, HostFile, HostFileKind, Platform, PAGE_SIZE};
+pub use viommu::{MmapHold, MmapRegion, VeventqFile};
 
 use std::sync::Arc;
 
@@ -69,9 +69,7 @@ impl EngineFile {
             EngineFile::Fault(f) => f.read(caller, buf, count),
             EngineFile::Veventq(f) => f.read(caller, buf, count),
             // No read op on these files: the VFS answers EINVAL.
-            EngineFile::Iommufd(_) | EngineFile::Access(_) | EngineFile::DmaBuf(_) => {
-                Err(Errno::EINVAL)
-            }
+            EngineFile::Iommufd(_) | EngineFile::Access(_) | EngineFile::DmaBuf(_) => Err(Errno::EINVAL),
         }
     }
 
@@ -81,9 +79,7 @@ impl EngineFile {
             EngineFile::Fault(f) => f.write(caller, buf, count),
             // No write op on a vEVENTQ.
             EngineFile::Veventq(_) => Err(Errno::EINVAL),
-            EngineFile::Iommufd(_) | EngineFile::Access(_) | EngineFile::DmaBuf(_) => {
-                Err(Errno::EINVAL)
-            }
+            EngineFile::Iommufd(_) | EngineFile::Access(_) | EngineFile::DmaBuf(_) => Err(Errno::EINVAL),
         }
     }
 

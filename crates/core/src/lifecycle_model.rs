@@ -58,11 +58,7 @@ struct FdHolder {
 impl Drop for FdHolder {
     fn drop(&mut self) {
         let mut t = self.ctx.table.lock().unwrap();
-        assert_eq!(
-            t.type_any_state(self.id),
-            Some(self.ty),
-            "descriptor outlived its object"
-        );
+        assert_eq!(t.type_any_state(self.id), Some(self.ty), "descriptor outlived its object");
         assert!(t.users(self.id) > 0, "descriptor's user already gone");
         t.put(self.id);
     }
@@ -79,11 +75,7 @@ impl Drop for AccessHolder {
     fn drop(&mut self) {
         let mut t = self.ctx.table.lock().unwrap();
         assert_eq!(t.type_any_state(self.id), Some(ObjType::Access));
-        assert_eq!(
-            t.type_of(self.ioas),
-            Ok(ObjType::Ioas),
-            "IOAS destroyed under an access"
-        );
+        assert_eq!(t.type_of(self.ioas), Ok(ObjType::Ioas), "IOAS destroyed under an access");
         t.put(self.ioas);
         t.remove(self.id);
     }
@@ -102,10 +94,7 @@ fn destroy(ctx: &Ctx, id: u32) -> bool {
 
 fn scenario() {
     let teardowns = Arc::new(AtomicUsize::new(0));
-    let ctx = Arc::new(Ctx {
-        table: Mutex::new(ObjectTable::default()),
-        teardowns: teardowns.clone(),
-    });
+    let ctx = Arc::new(Ctx { table: Mutex::new(ObjectTable::default()), teardowns: teardowns.clone() });
     let ioas = {
         let mut t = ctx.table.lock().unwrap();
         let id = t.reserve(ObjType::Ioas).unwrap();
@@ -122,11 +111,7 @@ fn scenario() {
             t.get(id); // the descriptor's user, in the same critical section
             id
         };
-        let fd = FdHolder {
-            ctx: c.clone(),
-            id,
-            ty: ObjType::Fault,
-        };
+        let fd = FdHolder { ctx: c.clone(), id, ty: ObjType::Fault };
         // install_fd + copy-back happen here, unlocked; then publish.
         shuttle::thread::yield_now();
         c.table.lock().unwrap().publish(id);
@@ -143,11 +128,7 @@ fn scenario() {
             }
             let id = t.reserve(ObjType::Access).unwrap();
             t.get(ioas);
-            AccessHolder {
-                ctx: c.clone(),
-                id,
-                ioas,
-            }
+            AccessHolder { ctx: c.clone(), id, ioas }
         };
         shuttle::thread::yield_now();
         drop(holder);
@@ -167,11 +148,7 @@ fn scenario() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(
-        teardowns.load(Ordering::SeqCst),
-        1,
-        "teardown ran once, after the last holder"
-    );
+    assert_eq!(teardowns.load(Ordering::SeqCst), 1, "teardown ran once, after the last holder");
 }
 
 #[test]

@@ -182,5 +182,4 @@ impl Machine {
     pub fn user_locked_pages(&self, uid: u32) -> u64 {
         self.acct().user_locked.get(&uid).copied().unwrap_or(0)
     }
-
 }

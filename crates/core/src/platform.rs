@@ -171,18 +171,18 @@ pub trait Platform: Send + Sync + 'static {
     /// physical address of each page to `out`. Fails EFAULT if any page is not mapped, or is
     /// not writable while `write` is set (or not readable). A read-only pin of a private
     /// mapping must refer to memory that later CPU writes of that process also hit.
-    fn resolve_user_pages(
+    fn resolve_user_pages(&self, pid: u32, va: u64, npages: usize, write: bool, out: &mut Vec<u64>) -> Result<()>;
+
+    /// [`resolve_user_pages`](Self::resolve_user_pages) as runs of contiguous physical
+    /// memory `(phys, npages)`; the default coalesces the per-page answer.
+    fn resolve_user_runs(
         &self,
         pid: u32,
         va: u64,
         npages: usize,
         write: bool,
-        out: &mut Vec<u64>,
-    ) -> Result<()>;
-
-    /// [`resolve_user_pages`](Self::resolve_user_pages) as runs of contiguous physical
-    /// memory `(phys, npages)`; the default coalesces the per-page answer.
-    fn resolve_user_runs(&self, pid: u32, va: u64, npages: usize, write: bool, out: &mut Vec<(u64, u64)>) -> Result<()> {
+        out: &mut Vec<(u64, u64)>,
+    ) -> Result<()> {
         let mut v = Vec::with_capacity(npages);
         self.resolve_user_pages(pid, va, npages, write, &mut v)?;
         coalesce(&v, out);

@@ -29,7 +29,6 @@ impl SpanMap {
         SpanMap { spans: BTreeMap::new(), stride }
     }
 
-
     /// The span containing `i`: `(start, span)`.
     pub fn get(&self, i: u64) -> Option<(u64, Span)> {
         let (&s, &sp) = self.spans.range(..=i).next_back()?;
@@ -125,7 +124,6 @@ impl SpanMap {
             prev = Some(k);
         }
     }
-
 }
 
 #[cfg(test)]

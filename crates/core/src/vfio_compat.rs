@@ -3,16 +3,16 @@
 
 use crate::context::Context;
 use crate::errno::{Errno, Result};
+use crate::ioas::{map_pages, set_large_pages, NewPages};
+use crate::mock::pagetable::Prot;
 use crate::object::ObjType;
+use crate::pages::Source;
 use crate::platform::Caller;
+use crate::platform::PAGE_SIZE;
 use crate::ucmd::Ucmd;
 use std::sync::Arc;
 use uiommu_uapi::iommufd::*;
 use uiommu_uapi::vfio::*;
-use crate::ioas::{map_pages, set_large_pages, NewPages};
-use crate::pages::Source;
-use crate::mock::pagetable::Prot;
-use crate::platform::PAGE_SIZE;
 use zerocopy::{FromZeros, IntoBytes};
 
 /// `IOMMU_VFIO_IOAS`: get, set or clear the compat IOAS.

@@ -129,7 +129,10 @@ pub(crate) fn viommu_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         g.objs.remove(id);
         return Err(e);
     }
-    g.viommus.insert(id, Viommu { parent: cmd.hwpt_id, vdevs: BTreeMap::new(), veventqs: BTreeMap::new(), hw_queues: [None; 2], region });
+    g.viommus.insert(
+        id,
+        Viommu { parent: cmd.hwpt_id, vdevs: BTreeMap::new(), veventqs: BTreeMap::new(), hw_queues: [None; 2], region },
+    );
     g.objs.get(cmd.hwpt_id);
     g.objs.publish(id);
     Ok(0)
@@ -279,7 +282,14 @@ pub(crate) fn veventq_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         let id = g.objs.reserve(ObjType::Veventq)?;
         g.veventqs.insert(
             id,
-            Veventq { viommu: cmd.viommu_id, ty: cmd.type_, depth: cmd.veventq_depth, num_events: 0, sequence: 0, items: VecDeque::new() },
+            Veventq {
+                viommu: cmd.viommu_id,
+                ty: cmd.type_,
+                depth: cmd.veventq_depth,
+                num_events: 0,
+                sequence: 0,
+                items: VecDeque::new(),
+            },
         );
         g.viommus.get_mut(&cmd.viommu_id).expect("viommu").veventqs.insert(cmd.type_, id);
         g.objs.get(cmd.viommu_id);
@@ -377,7 +387,11 @@ pub(crate) fn hw_queue_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
             return Err(e);
         }
     };
-    g.accesses.get_mut(&acc).expect("access").items.push(access::AccessItem { id: 0, iova: start, length: end - start });
+    g.accesses.get_mut(&acc).expect("access").items.push(access::AccessItem {
+        id: 0,
+        iova: start,
+        length: end - start,
+    });
     if phys.windows(2).any(|w| w[1] != w[0] + PAGE_SIZE) {
         undo_access(&mut g);
         return Err(Errno::EFAULT);
@@ -420,14 +434,16 @@ pub(crate) fn hw_queue_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     }
     g.viommus.get_mut(&cmd.viommu_id).expect("viommu").hw_queues[idx] = Some(id);
     g.objs.get(cmd.viommu_id);
-    g.hw_queues.insert(id, HwQueue { viommu: cmd.viommu_id, index: cmd.index, access: acc, iova: start, length: end - start });
+    g.hw_queues
+        .insert(id, HwQueue { viommu: cmd.viommu_id, index: cmd.index, access: acc, iova: start, length: end - start });
     g.objs.publish(id);
     Ok(0)
 }
 
 pub(crate) fn destroy_hw_queue(ctx: &Context, g: &mut Ictx, id: u32) {
     let Some(q) = g.hw_queues.remove(&id) else { return };
-    let prev = if q.index > 0 { g.viommus.get(&q.viommu).and_then(|v| v.hw_queues[q.index as usize - 1]) } else { None };
+    let prev =
+        if q.index > 0 { g.viommus.get(&q.viommu).and_then(|v| v.hw_queues[q.index as usize - 1]) } else { None };
     if let Some(p) = prev {
         g.objs.put(p);
     }
@@ -506,7 +522,9 @@ pub(crate) fn invalidate(uc: &Ucmd<'_>, g: &mut Ictx, viommu: u32, cmd: &IommuHw
             return (0, Err(err));
         }
         if cmd.entry_len as usize > SZ {
-            if let Err(err) = crate::ucmd::check_zero_tail(uc.platform, uc.caller, addr + SZ as u64, cmd.entry_len as u64 - SZ as u64) {
+            if let Err(err) =
+                crate::ucmd::check_zero_tail(uc.platform, uc.caller, addr + SZ as u64, cmd.entry_len as u64 - SZ as u64)
+            {
                 return (0, Err(err));
             }
         }

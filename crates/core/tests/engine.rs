@@ -297,6 +297,11 @@ fn iotlb_is_kept_exact_by_invalidation() {
     assert_eq!(&x, b"BBBB");
     // Moving the device to another (empty) IOAS invalidates too.
     let other = h.ioas_alloc();
-    h.test_cmd(uiommu_uapi::test::IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE, stdev, &uiommu_uapi::test::TestMockDomainReplace { pt_id: other }).unwrap();
+    h.test_cmd(
+        uiommu_uapi::test::IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
+        stdev,
+        &uiommu_uapi::test::TestMockDomainReplace { pt_id: other },
+    )
+    .unwrap();
     assert_eq!(port.read(iova, &mut x), Err(Errno::EFAULT));
 }

@@ -31,24 +31,11 @@ fn sw0<T>(h: &H, what: &str, call: impl FnMut(&H) -> Result<T, Errno>) -> T {
 }
 
 fn ioas_alloc(h: &H) -> Result<u32, Errno> {
-    Ok(h.call(IOMMU_IOAS_ALLOC, IommuIoasAlloc::default())?
-        .out_ioas_id)
+    Ok(h.call(IOMMU_IOAS_ALLOC, IommuIoasAlloc::default())?.out_ioas_id)
 }
 
-fn map_file(
-    h: &H,
-    ioas: u32,
-    fd: i32,
-    start: u64,
-    len: u64,
-    iova: Option<u64>,
-) -> Result<u64, Errno> {
-    let flags = RW
-        | if iova.is_some() {
-            IOMMU_IOAS_MAP_FIXED_IOVA
-        } else {
-            0
-        };
+fn map_file(h: &H, ioas: u32, fd: i32, start: u64, len: u64, iova: Option<u64>) -> Result<u64, Errno> {
+    let flags = RW | if iova.is_some() { IOMMU_IOAS_MAP_FIXED_IOVA } else { 0 };
     let c = IommuIoasMapFile {
         flags,
         ioas_id: ioas,
@@ -62,29 +49,13 @@ fn map_file(
 }
 
 fn mock_domain_flags(h: &H, pt: u32, flags: u32) -> Result<(u32, u32, u32), Errno> {
-    let p = TestMockDomainFlags {
-        dev_flags: flags,
-        ..Default::default()
-    };
+    let p = TestMockDomainFlags { dev_flags: flags, ..Default::default() };
     let (_, p) = h.test_cmd(IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS, pt, &p)?;
     Ok((p.out_stdev_id, p.out_hwpt_id, p.out_idev_id))
 }
 
-fn hwpt_alloc(
-    h: &H,
-    dev: u32,
-    pt: u32,
-    flags: u32,
-    fault: u32,
-    data: Option<IommuHwptSelftest>,
-) -> Result<u32, Errno> {
-    let mut c = IommuHwptAlloc {
-        flags,
-        dev_id: dev,
-        pt_id: pt,
-        fault_id: fault,
-        ..Default::default()
-    };
+fn hwpt_alloc(h: &H, dev: u32, pt: u32, flags: u32, fault: u32, data: Option<IommuHwptSelftest>) -> Result<u32, Errno> {
+    let mut c = IommuHwptAlloc { flags, dev_id: dev, pt_id: pt, fault_id: fault, ..Default::default() };
     if let Some(d) = data {
         c.data_type = IOMMU_HWPT_DATA_SELFTEST;
         c.data_len = 8;
@@ -94,39 +65,19 @@ fn hwpt_alloc(
 }
 
 fn create_access(h: &H, ioas: u32, flags: u32) -> Result<i32, Errno> {
-    let (_, p) = h.test_cmd(
-        IOMMU_TEST_OP_CREATE_ACCESS,
-        ioas,
-        &TestCreateAccess {
-            flags,
-            ..Default::default()
-        },
-    )?;
+    let (_, p) = h.test_cmd(IOMMU_TEST_OP_CREATE_ACCESS, ioas, &TestCreateAccess { flags, ..Default::default() })?;
     Ok(p.out_access_fd as i32)
 }
 
 fn access_pages(h: &H, fd: i32, iova: u64, len: u64, uptr: u64, flags: u32) -> Result<u32, Errno> {
-    let p = TestAccessPages {
-        flags,
-        iova,
-        length: len,
-        uptr,
-        ..Default::default()
-    };
+    let p = TestAccessPages { flags, iova, length: len, uptr, ..Default::default() };
     let (_, p) = h.test_cmd(IOMMU_TEST_OP_ACCESS_PAGES, fd as u32, &p)?;
     Ok(p.out_access_pages_id)
 }
 
 fn access_rw(h: &H, fd: i32, iova: u64, len: u64, flags: u32) -> Result<i64, Errno> {
-    let p = TestAccessRw {
-        iova,
-        length: len,
-        uptr: h.scratch + 0x4000,
-        flags,
-        pad: 0,
-    };
-    h.test_cmd(IOMMU_TEST_OP_ACCESS_RW, fd as u32, &p)
-        .map(|r| r.0)
+    let p = TestAccessRw { iova, length: len, uptr: h.scratch + 0x4000, flags, pad: 0 };
+    h.test_cmd(IOMMU_TEST_OP_ACCESS_RW, fd as u32, &p).map(|r| r.0)
 }
 
 fn vfio_map(h: &H, va: u64, iova: u64, len: u64) -> Result<i64, Errno> {
@@ -141,12 +92,7 @@ fn vfio_map(h: &H, va: u64, iova: u64, len: u64) -> Result<i64, Errno> {
 }
 
 fn vfio_unmap(h: &H, iova: u64, len: u64, flags: u32) -> Result<u64, Errno> {
-    let mut u = VfioIommuType1DmaUnmap {
-        argsz: 24,
-        flags,
-        iova,
-        size: len,
-    };
+    let mut u = VfioIommuType1DmaUnmap { argsz: 24, flags, iova, size: len };
     h.ioctl(VFIO_IOMMU_UNMAP_DMA, &mut u)?;
     Ok(u.size)
 }
@@ -168,14 +114,8 @@ fn sweep_ioas_without_domains() {
         h.call(IOMMU_IOAS_IOVA_RANGES, c)
     });
     let ranges = [
-        IommuIovaRange {
-            start: 16 << 10,
-            last: (64 << 20) - 1,
-        },
-        IommuIovaRange {
-            start: 1 << 32,
-            last: (1 << 33) - 1,
-        },
+        IommuIovaRange { start: 16 << 10, last: (64 << 20) - 1 },
+        IommuIovaRange { start: 1 << 32, last: (1 << 33) - 1 },
     ];
     sw(&h, "IOAS_ALLOW_IOVAS", |h| {
         let c = IommuIoasAllowIovas {
@@ -187,21 +127,11 @@ fn sweep_ioas_without_domains() {
         h.call(IOMMU_IOAS_ALLOW_IOVAS, c)
     });
     let iova = sw(&h, "IOAS_MAP", |h| h.map(ioas, buf, 128 * P, None));
-    sw(&h, "IOAS_MAP fixed", |h| {
-        h.map(ioas, buf + 128 * P, 16 * P, Some(1 << 32))
-    });
-    sw(&h, "IOAS_MAP fixed, adjacent", |h| {
-        h.map(ioas, buf + 160 * P, 8 * P, Some((1 << 32) + 16 * P))
-    });
-    let copy = sw(&h, "IOAS_COPY", |h| {
-        h.copy(ioas, ioas, iova + P, 8 * P, None)
-    });
-    let copy2 = sw(&h, "IOAS_COPY across two areas", |h| {
-        h.copy(ioas, ioas, (1 << 32) + 8 * P, 16 * P, None)
-    });
-    sw(&h, "IOAS_UNMAP across the copies", |h| {
-        h.unmap(ioas, copy2, 16 * P)
-    });
+    sw(&h, "IOAS_MAP fixed", |h| h.map(ioas, buf + 128 * P, 16 * P, Some(1 << 32)));
+    sw(&h, "IOAS_MAP fixed, adjacent", |h| h.map(ioas, buf + 160 * P, 8 * P, Some((1 << 32) + 16 * P)));
+    let copy = sw(&h, "IOAS_COPY", |h| h.copy(ioas, ioas, iova + P, 8 * P, None));
+    let copy2 = sw(&h, "IOAS_COPY across two areas", |h| h.copy(ioas, ioas, (1 << 32) + 8 * P, 16 * P, None));
+    sw(&h, "IOAS_UNMAP across the copies", |h| h.unmap(ioas, copy2, 16 * P));
     sw(&h, "IOAS_OPTION huge pages", |h| {
         let c = IommuOption {
             option_id: IOMMU_OPTION_HUGE_PAGES,
@@ -213,9 +143,7 @@ fn sweep_ioas_without_domains() {
         h.call(IOMMU_OPTION, c)
     });
     let fd = h.sim.memfd(64 * P);
-    sw(&h, "IOAS_MAP_FILE", |h| {
-        map_file(h, ioas, fd, 4 * P, 16 * P, None)
-    });
+    sw(&h, "IOAS_MAP_FILE", |h| map_file(h, ioas, fd, 4 * P, 16 * P, None));
     assert_eq!(sw(&h, "IOAS_UNMAP", |h| h.unmap(ioas, copy, 8 * P)), 8 * P);
     sw(&h, "IOAS_UNMAP all", |h| h.unmap(ioas, 0, u64::MAX));
     sw0(&h, "IOMMU_DESTROY", |h| h.destroy(ioas));
@@ -232,34 +160,19 @@ fn sweep_domains() {
     let ioas = ioas_alloc(&h).unwrap();
     let ioas2 = ioas_alloc(&h).unwrap();
     let (stdev, _, _) = sw(&h, "MOCK_DOMAIN", |h| h.mock_domain(ioas));
-    let iova = sw(&h, "IOAS_MAP with a domain", |h| {
-        h.map(ioas, buf, 64 * P, None)
-    });
-    sw(&h, "IOAS_MAP_FILE with a domain", |h| {
-        map_file(h, ioas, fd, 0, 32 * P, None)
-    });
-    let (stdev2, _, _) = sw(&h, "MOCK_DOMAIN joining a populated IOAS", |h| {
-        h.mock_domain(ioas)
-    });
-    sw(&h, "IOAS_MAP with two domains", |h| {
-        h.map(ioas, buf + 64 * P, 8 * P + 2048, None)
-    });
+    let iova = sw(&h, "IOAS_MAP with a domain", |h| h.map(ioas, buf, 64 * P, None));
+    sw(&h, "IOAS_MAP_FILE with a domain", |h| map_file(h, ioas, fd, 0, 32 * P, None));
+    let (stdev2, _, _) = sw(&h, "MOCK_DOMAIN joining a populated IOAS", |h| h.mock_domain(ioas));
+    sw(&h, "IOAS_MAP with two domains", |h| h.map(ioas, buf + 64 * P, 8 * P + 2048, None));
     sw(&h, "MOCK_DOMAIN on a second IOAS", |h| h.mock_domain(ioas2));
-    let c = sw(&h, "IOAS_COPY into a domain", |h| {
-        h.copy(ioas2, ioas, iova, 16 * P, None)
-    });
+    let c = sw(&h, "IOAS_COPY into a domain", |h| h.copy(ioas2, ioas, iova, 16 * P, None));
     sw(&h, "IOAS_UNMAP copy", |h| h.unmap(ioas2, c, 16 * P));
     sw0(&h, "IOMMU_DESTROY stdev", |h| h.destroy(stdev));
     sw0(&h, "IOMMU_DESTROY stdev2", |h| h.destroy(stdev2));
-    let huge = IommuHwptSelftest {
-        iotlb: 0,
-        pagetable_type: MOCK_IOMMUPT_HUGE,
-    };
+    let huge = IommuHwptSelftest { iotlb: 0, pagetable_type: MOCK_IOMMUPT_HUGE };
     let (_, _, dev) = h.mock_domain(ioas2).unwrap();
     h.map(ioas2, buf, 16 * P, None).unwrap();
-    sw(&h, "HWPT_ALLOC huge pages joining a populated IOAS", |h| {
-        hwpt_alloc(h, dev, ioas2, 0, 0, Some(huge))
-    });
+    sw(&h, "HWPT_ALLOC huge pages joining a populated IOAS", |h| hwpt_alloc(h, dev, ioas2, 0, 0, Some(huge)));
     sw(&h, "MOCK_DOMAIN again", |h| h.mock_domain(ioas));
     h.ctx.check_invariants().unwrap();
     let H { m, ctx, sim, .. } = h;
@@ -277,55 +190,28 @@ fn sweep_accesses() {
     let buf = h.sim.mmap(PID, 256 * P, true);
     let ioas = ioas_alloc(&h).unwrap();
     let ioas2 = ioas_alloc(&h).unwrap();
-    let iova = h
-        .map(ioas, buf, 128 * P, Some(MOCK_APERTURE_START))
-        .unwrap();
+    let iova = h.map(ioas, buf, 128 * P, Some(MOCK_APERTURE_START)).unwrap();
     let iova2 = h.map(ioas2, buf, 16 * P, None).unwrap();
     let rw_fd = sw(&h, "CREATE_ACCESS", |h| create_access(h, ioas, 0));
-    sw(&h, "ACCESS_RW read", |h| {
-        access_rw(h, rw_fd, iova + 100, 64, 0)
-    });
-    sw(&h, "ACCESS_RW write", |h| {
-        access_rw(h, rw_fd, iova + 100, 64, MOCK_ACCESS_RW_WRITE)
-    });
-    sw(&h, "ACCESS_RW slow path across pages", |h| {
-        access_rw(h, rw_fd, iova + P - 8, 3 * P, MOCK_ACCESS_RW_SLOW_PATH)
-    });
-    let pin_fd = sw(&h, "CREATE_ACCESS needs pin", |h| {
-        create_access(h, ioas, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
-    });
-    let item = sw(&h, "ACCESS_PAGES", |h| {
-        access_pages(h, pin_fd, iova, 32 * P, buf, 0)
-    });
+    sw(&h, "ACCESS_RW read", |h| access_rw(h, rw_fd, iova + 100, 64, 0));
+    sw(&h, "ACCESS_RW write", |h| access_rw(h, rw_fd, iova + 100, 64, MOCK_ACCESS_RW_WRITE));
+    sw(&h, "ACCESS_RW slow path across pages", |h| access_rw(h, rw_fd, iova + P - 8, 3 * P, MOCK_ACCESS_RW_SLOW_PATH));
+    let pin_fd =
+        sw(&h, "CREATE_ACCESS needs pin", |h| create_access(h, ioas, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES));
+    let item = sw(&h, "ACCESS_PAGES", |h| access_pages(h, pin_fd, iova, 32 * P, buf, 0));
     sw(&h, "ACCESS_PAGES overlapping, for write", |h| {
         access_pages(h, pin_fd, iova + 16 * P, 32 * P, 0, MOCK_FLAGS_ACCESS_WRITE)
     });
     sw0(&h, "DESTROY_ACCESS_PAGES", |h| {
-        h.test_cmd(
-            IOMMU_TEST_OP_DESTROY_ACCESS_PAGES,
-            pin_fd as u32,
-            &TestDestroyAccessPages {
-                access_pages_id: item,
-            },
-        )
+        h.test_cmd(IOMMU_TEST_OP_DESTROY_ACCESS_PAGES, pin_fd as u32, &TestDestroyAccessPages { access_pages_id: item })
     });
     let (stdev, _, _) = sw(&h, "MOCK_DOMAIN under access pins", |h| h.mock_domain(ioas));
-    sw(&h, "ACCESS_PAGES with a domain", |h| {
-        access_pages(h, pin_fd, iova + 64 * P, 8 * P, buf + 64 * P, 0)
-    });
-    sw(&h, "IOAS_UNMAP with access pins", |h| {
-        h.unmap(ioas, iova, 128 * P)
-    });
+    sw(&h, "ACCESS_PAGES with a domain", |h| access_pages(h, pin_fd, iova + 64 * P, 8 * P, buf + 64 * P, 0));
+    sw(&h, "IOAS_UNMAP with access pins", |h| h.unmap(ioas, iova, 128 * P));
     sw(&h, "ACCESS_REPLACE_IOAS", |h| {
-        h.test_cmd(
-            IOMMU_TEST_OP_ACCESS_REPLACE_IOAS,
-            pin_fd as u32,
-            &TestAccessReplaceIoas { ioas_id: ioas2 },
-        )
+        h.test_cmd(IOMMU_TEST_OP_ACCESS_REPLACE_IOAS, pin_fd as u32, &TestAccessReplaceIoas { ioas_id: ioas2 })
     });
-    sw(&h, "ACCESS_PAGES after replace", |h| {
-        access_pages(h, pin_fd, iova2, 4 * P, buf, 0)
-    });
+    sw(&h, "ACCESS_PAGES after replace", |h| access_pages(h, pin_fd, iova2, 4 * P, buf, 0));
     h.destroy(stdev).unwrap();
     h.sim.close(rw_fd);
     h.sim.close(pin_fd);
@@ -346,49 +232,22 @@ fn sweep_devices_hwpts_viommu() {
     let iova = MOCK_APERTURE_START;
     h.map(ioas, buf, 16 * P, Some(iova)).unwrap();
     h.map(ioas2, buf, 16 * P, Some(iova)).unwrap();
-    let (stdev, _, dev) = sw(&h, "MOCK_DOMAIN_FLAGS pasid", |h| {
-        mock_domain_flags(h, ioas, MOCK_FLAGS_DEVICE_PASID)
-    });
+    let (stdev, _, dev) = sw(&h, "MOCK_DOMAIN_FLAGS pasid", |h| mock_domain_flags(h, ioas, MOCK_FLAGS_DEVICE_PASID));
     sw(&h, "GET_HW_INFO", |h| {
-        let c = IommuHwInfo {
-            dev_id: dev,
-            data_len: 8,
-            data_uptr: h.scratch + 0x1000,
-            ..Default::default()
-        };
+        let c = IommuHwInfo { dev_id: dev, data_len: 8, data_uptr: h.scratch + 0x1000, ..Default::default() };
         h.call(IOMMU_GET_HW_INFO, c)
     });
-    let hwpt = sw(&h, "HWPT_ALLOC pasid", |h| {
-        hwpt_alloc(h, dev, ioas, IOMMU_HWPT_ALLOC_PASID, 0, None)
-    });
+    let hwpt = sw(&h, "HWPT_ALLOC pasid", |h| hwpt_alloc(h, dev, ioas, IOMMU_HWPT_ALLOC_PASID, 0, None));
     sw(&h, "MOCK_DOMAIN_REPLACE to an IOAS", |h| {
-        h.test_cmd(
-            IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
-            stdev,
-            &TestMockDomainReplace { pt_id: ioas2 },
-        )
+        h.test_cmd(IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE, stdev, &TestMockDomainReplace { pt_id: ioas2 })
     });
     sw(&h, "MOCK_DOMAIN_REPLACE to a HWPT", |h| {
-        h.test_cmd(
-            IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
-            stdev,
-            &TestMockDomainReplace { pt_id: hwpt },
-        )
+        h.test_cmd(IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE, stdev, &TestMockDomainReplace { pt_id: hwpt })
     });
     let parent = sw(&h, "HWPT_ALLOC nest parent", |h| {
-        hwpt_alloc(
-            h,
-            dev,
-            ioas,
-            IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_PASID,
-            0,
-            None,
-        )
+        hwpt_alloc(h, dev, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_PASID, 0, None)
     });
-    let data = IommuViommuSelftest {
-        in_data: 0xabcd,
-        ..Default::default()
-    };
+    let data = IommuViommuSelftest { in_data: 0xabcd, ..Default::default() };
     let viommu = sw(&h, "VIOMMU_ALLOC with an mmap region", |h| {
         let c = IommuViommuAlloc {
             type_: IOMMU_VIOMMU_TYPE_SELFTEST,
@@ -401,12 +260,7 @@ fn sweep_devices_hwpts_viommu() {
         Ok(h.call(IOMMU_VIOMMU_ALLOC, c)?.out_viommu_id)
     });
     let vdev = sw(&h, "VDEVICE_ALLOC", |h| {
-        let c = IommuVdeviceAlloc {
-            viommu_id: viommu,
-            dev_id: dev,
-            virt_id: 0x99,
-            ..Default::default()
-        };
+        let c = IommuVdeviceAlloc { viommu_id: viommu, dev_id: dev, virt_id: 0x99, ..Default::default() };
         Ok(h.call(IOMMU_VDEVICE_ALLOC, c)?.out_vdevice_id)
     });
     sw(&h, "HW_QUEUE_ALLOC", |h| {
@@ -420,27 +274,14 @@ fn sweep_devices_hwpts_viommu() {
         };
         h.call(IOMMU_HW_QUEUE_ALLOC, c)
     });
-    let fault = sw(&h, "FAULT_QUEUE_ALLOC", |h| {
-        h.call(IOMMU_FAULT_QUEUE_ALLOC, IommuFaultAlloc::default())
-    });
+    let fault = sw(&h, "FAULT_QUEUE_ALLOC", |h| h.call(IOMMU_FAULT_QUEUE_ALLOC, IommuFaultAlloc::default()));
     h.sim.close(fault.out_fault_fd as i32);
-    let sel = IommuHwptSelftest {
-        iotlb: IOMMU_TEST_IOTLB_DEFAULT,
-        pagetable_type: 0,
-    };
+    let sel = IommuHwptSelftest { iotlb: IOMMU_TEST_IOTLB_DEFAULT, pagetable_type: 0 };
     let nested = sw(&h, "HWPT_ALLOC nested with a fault queue", |h| {
-        hwpt_alloc(
-            h,
-            dev,
-            parent,
-            IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID,
-            fault.out_fault_id,
-            Some(sel),
-        )
+        hwpt_alloc(h, dev, parent, IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID, fault.out_fault_id, Some(sel))
     });
-    let vnested = sw(&h, "HWPT_ALLOC nested on the vIOMMU", |h| {
-        hwpt_alloc(h, dev, viommu, IOMMU_HWPT_ALLOC_PASID, 0, Some(sel))
-    });
+    let vnested =
+        sw(&h, "HWPT_ALLOC nested on the vIOMMU", |h| hwpt_alloc(h, dev, viommu, IOMMU_HWPT_ALLOC_PASID, 0, Some(sel)));
     let q = sw(&h, "VEVENTQ_ALLOC", |h| {
         let c = IommuVeventqAlloc {
             viommu_id: viommu,
@@ -451,24 +292,10 @@ fn sweep_devices_hwpts_viommu() {
         h.call(IOMMU_VEVENTQ_ALLOC, c)
     });
     sw(&h, "MOCK_DOMAIN_REPLACE to the vIOMMU nested HWPT", |h| {
-        h.test_cmd(
-            IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
-            stdev,
-            &TestMockDomainReplace { pt_id: vnested },
-        )
+        h.test_cmd(IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE, stdev, &TestMockDomainReplace { pt_id: vnested })
     });
-    sw(&h, "TRIGGER_VEVENT", |h| {
-        h.test_cmd(
-            IOMMU_TEST_OP_TRIGGER_VEVENT,
-            0,
-            &TestTriggerVevent { dev_id: dev },
-        )
-    });
-    let inv = IommuViommuInvalidateSelftest {
-        flags: 0,
-        vdev_id: 0x99,
-        cache_id: 1,
-    };
+    sw(&h, "TRIGGER_VEVENT", |h| h.test_cmd(IOMMU_TEST_OP_TRIGGER_VEVENT, 0, &TestTriggerVevent { dev_id: dev }));
+    let inv = IommuViommuInvalidateSelftest { flags: 0, vdev_id: 0x99, cache_id: 1 };
     sw(&h, "HWPT_INVALIDATE on the vIOMMU", |h| {
         let c = IommuHwptInvalidate {
             hwpt_id: viommu,
@@ -480,80 +307,36 @@ fn sweep_devices_hwpts_viommu() {
         };
         h.call(IOMMU_HWPT_INVALIDATE, c)
     });
-    let test_hwpt = sw(&h, "HWPT_ALLOC pasid again", |h| {
-        hwpt_alloc(h, dev, ioas, IOMMU_HWPT_ALLOC_PASID, 0, None)
-    });
+    let test_hwpt = sw(&h, "HWPT_ALLOC pasid again", |h| hwpt_alloc(h, dev, ioas, IOMMU_HWPT_ALLOC_PASID, 0, None));
     sw(&h, "PASID_ATTACH", |h| {
-        h.test_cmd(
-            IOMMU_TEST_OP_PASID_ATTACH,
-            stdev,
-            &TestPasidAttach {
-                pasid: 200,
-                pt_id: parent,
-            },
-        )
+        h.test_cmd(IOMMU_TEST_OP_PASID_ATTACH, stdev, &TestPasidAttach { pasid: 200, pt_id: parent })
     });
     sw(&h, "PASID_REPLACE", |h| {
-        h.test_cmd(
-            IOMMU_TEST_OP_PASID_REPLACE,
-            stdev,
-            &TestPasidAttach {
-                pasid: 200,
-                pt_id: test_hwpt,
-            },
-        )
+        h.test_cmd(IOMMU_TEST_OP_PASID_REPLACE, stdev, &TestPasidAttach { pasid: 200, pt_id: test_hwpt })
     });
     sw(&h, "PASID_ATTACH nested with a fault queue", |h| {
-        h.test_cmd(
-            IOMMU_TEST_OP_PASID_ATTACH,
-            stdev,
-            &TestPasidAttach {
-                pasid: 300,
-                pt_id: nested,
-            },
-        )
+        h.test_cmd(IOMMU_TEST_OP_PASID_ATTACH, stdev, &TestPasidAttach { pasid: 300, pt_id: nested })
     });
     sw(&h, "TRIGGER_IOPF", |h| {
         h.test_cmd(
             IOMMU_TEST_OP_TRIGGER_IOPF,
             0,
-            &TestTriggerIopf {
-                dev_id: dev,
-                pasid: 300,
-                grpid: 1,
-                perm: 1,
-                addr: 0x1000,
-            },
+            &TestTriggerIopf { dev_id: dev, pasid: 300, grpid: 1, perm: 1, addr: 0x1000 },
         )
     });
-    sw(&h, "PASID_DETACH", |h| {
-        h.test_cmd(
-            IOMMU_TEST_OP_PASID_DETACH,
-            stdev,
-            &TestPasidDetach { pasid: 200 },
-        )
-    });
+    sw(&h, "PASID_DETACH", |h| h.test_cmd(IOMMU_TEST_OP_PASID_DETACH, stdev, &TestPasidDetach { pasid: 200 }));
     // Dirty tracking on a dirty-capable HWPT of a second device.
     let (_, _, dev2) = h.mock_domain(ioas2).unwrap();
-    let dirty = sw(&h, "HWPT_ALLOC dirty tracking", |h| {
-        hwpt_alloc(h, dev2, ioas, IOMMU_HWPT_ALLOC_DIRTY_TRACKING, 0, None)
-    });
+    let dirty =
+        sw(&h, "HWPT_ALLOC dirty tracking", |h| hwpt_alloc(h, dev2, ioas, IOMMU_HWPT_ALLOC_DIRTY_TRACKING, 0, None));
     sw(&h, "HWPT_SET_DIRTY_TRACKING", |h| {
-        let c = IommuHwptSetDirtyTracking {
-            flags: IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
-            hwpt_id: dirty,
-            ..Default::default()
-        };
+        let c =
+            IommuHwptSetDirtyTracking { flags: IOMMU_HWPT_DIRTY_TRACKING_ENABLE, hwpt_id: dirty, ..Default::default() };
         h.call(IOMMU_HWPT_SET_DIRTY_TRACKING, c)
     });
     sw(&h, "DIRTY", |h| {
-        let p = TestDirty {
-            iova,
-            length: 16 * P,
-            page_size: P,
-            uptr: h.put(0x3000, &[0x55, 0x55]),
-            ..Default::default()
-        };
+        let p =
+            TestDirty { iova, length: 16 * P, page_size: P, uptr: h.put(0x3000, &[0x55, 0x55]), ..Default::default() };
         h.test_cmd(IOMMU_TEST_OP_DIRTY, dirty, &p)
     });
     sw(&h, "HWPT_GET_DIRTY_BITMAP", |h| {
@@ -571,14 +354,7 @@ fn sweep_devices_hwpts_viommu() {
     sw0(&h, "IOMMU_DESTROY vEVENTQ", |h| h.destroy(q.out_veventq_id));
     sw0(&h, "IOMMU_DESTROY vDEVICE", |h| h.destroy(vdev));
     sw(&h, "DMABUF_GET", |h| {
-        h.test_cmd(
-            IOMMU_TEST_OP_DMABUF_GET,
-            0,
-            &TestDmabufGet {
-                length: 4 * P as u32,
-                open_flags: 0,
-            },
-        )
+        h.test_cmd(IOMMU_TEST_OP_DMABUF_GET, 0, &TestDmabufGet { length: 4 * P as u32, open_flags: 0 })
     });
     h.ctx.check_invariants().unwrap();
     let H { m, ctx, sim, .. } = h;
@@ -595,38 +371,14 @@ fn sweep_devices_hwpts_viommu() {
 fn sweep_dmabuf() {
     let h = H::new();
     let ioas = ioas_alloc(&h).unwrap();
-    let (r, _) = h
-        .test_cmd(
-            IOMMU_TEST_OP_DMABUF_GET,
-            0,
-            &TestDmabufGet {
-                length: 8 * P as u32,
-                open_flags: 0,
-            },
-        )
-        .unwrap();
+    let (r, _) =
+        h.test_cmd(IOMMU_TEST_OP_DMABUF_GET, 0, &TestDmabufGet { length: 8 * P as u32, open_flags: 0 }).unwrap();
     let fd = r as i32;
-    sw(&h, "IOAS_MAP_FILE dma-buf", |h| {
-        map_file(h, ioas, fd, 0, 8 * P, Some(MOCK_APERTURE_START))
-    });
-    sw(&h, "MOCK_DOMAIN over a dma-buf area", |h| {
-        h.mock_domain(ioas)
-    });
-    sw(&h, "IOAS_MAP_FILE dma-buf with a domain", |h| {
-        map_file(h, ioas, fd, 0, 4 * P, None)
-    });
-    h.test_cmd(
-        IOMMU_TEST_OP_DMABUF_REVOKE,
-        0,
-        &TestDmabufRevoke {
-            dmabuf_fd: fd,
-            revoked: 1,
-        },
-    )
-    .unwrap();
-    sw(&h, "MOCK_DOMAIN over a revoked area", |h| {
-        h.mock_domain(ioas)
-    });
+    sw(&h, "IOAS_MAP_FILE dma-buf", |h| map_file(h, ioas, fd, 0, 8 * P, Some(MOCK_APERTURE_START)));
+    sw(&h, "MOCK_DOMAIN over a dma-buf area", |h| h.mock_domain(ioas));
+    sw(&h, "IOAS_MAP_FILE dma-buf with a domain", |h| map_file(h, ioas, fd, 0, 4 * P, None));
+    h.test_cmd(IOMMU_TEST_OP_DMABUF_REVOKE, 0, &TestDmabufRevoke { dmabuf_fd: fd, revoked: 1 }).unwrap();
+    sw(&h, "MOCK_DOMAIN over a revoked area", |h| h.mock_domain(ioas));
     h.ctx.check_invariants().unwrap();
 }
 
@@ -637,62 +389,17 @@ fn sweep_vfio_compat() {
     let buf = h.sim.mmap(PID, 64 * P, true);
     let ioas = ioas_alloc(&h).unwrap();
     sw(&h, "IOMMU_VFIO_IOAS set", |h| {
-        h.call(
-            IOMMU_VFIO_IOAS,
-            IommuVfioIoas {
-                ioas_id: ioas,
-                op: IOMMU_VFIO_IOAS_SET,
-                ..Default::default()
-            },
-        )
+        h.call(IOMMU_VFIO_IOAS, IommuVfioIoas { ioas_id: ioas, op: IOMMU_VFIO_IOAS_SET, ..Default::default() })
     });
-    sw(&h, "VFIO_SET_IOMMU type1", |h| {
-        h.ctx
-            .ioctl(&h.caller, VFIO_SET_IOMMU, VFIO_TYPE1_IOMMU as u64)
-    });
+    sw(&h, "VFIO_SET_IOMMU type1", |h| h.ctx.ioctl(&h.caller, VFIO_SET_IOMMU, VFIO_TYPE1_IOMMU as u64));
     let base = MOCK_APERTURE_START;
     sw(&h, "VFIO_IOMMU_MAP_DMA", |h| vfio_map(h, buf, base, 32 * P));
-    assert_eq!(
-        sw(
-            &h,
-            "VFIO_IOMMU_UNMAP_DMA middle (two cuts)",
-            |h| vfio_unmap(h, base + 4 * P, 4 * P, 0)
-        ),
-        4 * P
-    );
-    sw(&h, "MOCK_DOMAIN on the compat IOAS", |h| {
-        h.mock_domain(ioas)
-    });
-    assert_eq!(
-        sw(&h, "VFIO_IOMMU_UNMAP_DMA with a domain", |h| vfio_unmap(
-            h,
-            base + 12 * P,
-            4 * P,
-            0
-        )),
-        4 * P
-    );
-    assert_eq!(
-        sw(&h, "VFIO_IOMMU_UNMAP_DMA tail (one cut)", |h| vfio_unmap(
-            h,
-            base + 28 * P,
-            4 * P,
-            0
-        )),
-        4 * P
-    );
-    sw(&h, "VFIO_IOMMU_MAP_DMA with a domain", |h| {
-        vfio_map(h, buf + 32 * P, base + 4 * P, 4 * P)
-    });
-    assert_eq!(
-        sw(&h, "VFIO_IOMMU_UNMAP_DMA all", |h| vfio_unmap(
-            h,
-            0,
-            0,
-            VFIO_DMA_UNMAP_FLAG_ALL
-        )),
-        24 * P
-    );
+    assert_eq!(sw(&h, "VFIO_IOMMU_UNMAP_DMA middle (two cuts)", |h| vfio_unmap(h, base + 4 * P, 4 * P, 0)), 4 * P);
+    sw(&h, "MOCK_DOMAIN on the compat IOAS", |h| h.mock_domain(ioas));
+    assert_eq!(sw(&h, "VFIO_IOMMU_UNMAP_DMA with a domain", |h| vfio_unmap(h, base + 12 * P, 4 * P, 0)), 4 * P);
+    assert_eq!(sw(&h, "VFIO_IOMMU_UNMAP_DMA tail (one cut)", |h| vfio_unmap(h, base + 28 * P, 4 * P, 0)), 4 * P);
+    sw(&h, "VFIO_IOMMU_MAP_DMA with a domain", |h| vfio_map(h, buf + 32 * P, base + 4 * P, 4 * P));
+    assert_eq!(sw(&h, "VFIO_IOMMU_UNMAP_DMA all", |h| vfio_unmap(h, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL)), 24 * P);
     assert_eq!(h.m.total_pins(), 0);
 }
 
@@ -702,31 +409,13 @@ fn vfio_unmap_cuts_are_all_or_nothing() {
     let h = H::new();
     let buf = h.sim.mmap(PID, 64 * P, true);
     let ioas = ioas_alloc(&h).unwrap();
-    h.call(
-        IOMMU_VFIO_IOAS,
-        IommuVfioIoas {
-            ioas_id: ioas,
-            op: IOMMU_VFIO_IOAS_SET,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    h.ctx
-        .ioctl(&h.caller, VFIO_SET_IOMMU, VFIO_TYPE1_IOMMU as u64)
-        .unwrap();
+    h.call(IOMMU_VFIO_IOAS, IommuVfioIoas { ioas_id: ioas, op: IOMMU_VFIO_IOAS_SET, ..Default::default() }).unwrap();
+    h.ctx.ioctl(&h.caller, VFIO_SET_IOMMU, VFIO_TYPE1_IOMMU as u64).unwrap();
     vfio_map(&h, buf, 1 << 20, 32 * P).unwrap();
     let before = h.state();
     // The cut after the range is page aligned, the one before it is not: EINVAL.
-    assert_eq!(
-        vfio_unmap(&h, (1 << 20) + 4 * P + 8, 4 * P - 8, 0),
-        Err(Errno::EINVAL)
-    );
-    assert_eq!(
-        h.state(),
-        before,
-        "{}",
-        snapshot_diff(&before.snapshot, &h.state().snapshot)
-    );
+    assert_eq!(vfio_unmap(&h, (1 << 20) + 4 * P + 8, 4 * P - 8, 0), Err(Errno::EINVAL));
+    assert_eq!(h.state(), before, "{}", snapshot_diff(&before.snapshot, &h.state().snapshot));
 }
 
 /// IOAS_CHANGE_PROCESS moves file-backed charges to the caller; every failure leaves
@@ -745,9 +434,7 @@ fn sweep_change_process() {
     child.caller.pid = PID + 1;
     child.caller.uid = 1001;
     child.scratch = h.sim.mmap(PID + 1, 1 << 16, true);
-    sw(&child, "IOAS_CHANGE_PROCESS", |c| {
-        c.call(IOMMU_IOAS_CHANGE_PROCESS, IommuIoasChangeProcess::default())
-    });
+    sw(&child, "IOAS_CHANGE_PROCESS", |c| c.call(IOMMU_IOAS_CHANGE_PROCESS, IommuIoasChangeProcess::default()));
     assert_eq!(h.m.user_locked_pages(1000), 0);
     assert_eq!(h.m.user_locked_pages(1001), 24);
     assert_eq!(h.m.pinned_pages_of(PID + 1).0, 24);
@@ -785,10 +472,7 @@ fn user_copy_faults_unwind() {
     let h = H::unprivileged(64 << 20);
     let buf = h.sim.mmap(PID, 64 * P, true);
     let ioas = swc(&h, "IOAS_ALLOC", ioas_alloc);
-    let ranges = [IommuIovaRange {
-        start: MOCK_APERTURE_START,
-        last: MOCK_APERTURE_LAST,
-    }];
+    let ranges = [IommuIovaRange { start: MOCK_APERTURE_START, last: MOCK_APERTURE_LAST }];
     h.map(ioas, buf, 16 * P, Some(MOCK_APERTURE_START)).unwrap();
     h.sweep_copies("IOAS_ALLOW_IOVAS", |h| {
         let c = IommuIoasAllowIovas {
@@ -799,40 +483,16 @@ fn user_copy_faults_unwind() {
         };
         h.call(IOMMU_IOAS_ALLOW_IOVAS, c)
     });
-    let (stdev, _, dev) = swc(&h, "MOCK_DOMAIN_FLAGS", |h| {
-        mock_domain_flags(h, ioas, MOCK_FLAGS_DEVICE_PASID)
-    });
+    let (stdev, _, dev) = swc(&h, "MOCK_DOMAIN_FLAGS", |h| mock_domain_flags(h, ioas, MOCK_FLAGS_DEVICE_PASID));
     let parent = swc(&h, "HWPT_ALLOC nest parent", |h| {
-        hwpt_alloc(
-            h,
-            dev,
-            ioas,
-            IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_PASID,
-            0,
-            None,
-        )
+        hwpt_alloc(h, dev, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_PASID, 0, None)
     });
-    let sel = IommuHwptSelftest {
-        iotlb: IOMMU_TEST_IOTLB_DEFAULT,
-        pagetable_type: 0,
-    };
-    let fault = swc(&h, "FAULT_QUEUE_ALLOC", |h| {
-        h.call(IOMMU_FAULT_QUEUE_ALLOC, IommuFaultAlloc::default())
-    });
+    let sel = IommuHwptSelftest { iotlb: IOMMU_TEST_IOTLB_DEFAULT, pagetable_type: 0 };
+    let fault = swc(&h, "FAULT_QUEUE_ALLOC", |h| h.call(IOMMU_FAULT_QUEUE_ALLOC, IommuFaultAlloc::default()));
     swc(&h, "HWPT_ALLOC nested", |h| {
-        hwpt_alloc(
-            h,
-            dev,
-            parent,
-            IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID,
-            fault.out_fault_id,
-            Some(sel),
-        )
+        hwpt_alloc(h, dev, parent, IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID, fault.out_fault_id, Some(sel))
     });
-    let data = IommuViommuSelftest {
-        in_data: 7,
-        ..Default::default()
-    };
+    let data = IommuViommuSelftest { in_data: 7, ..Default::default() };
     let viommu = swc(&h, "VIOMMU_ALLOC", |h| {
         let c = IommuViommuAlloc {
             type_: IOMMU_VIOMMU_TYPE_SELFTEST,
@@ -847,12 +507,7 @@ fn user_copy_faults_unwind() {
     swc(&h, "VDEVICE_ALLOC", |h| {
         h.call(
             IOMMU_VDEVICE_ALLOC,
-            IommuVdeviceAlloc {
-                viommu_id: viommu,
-                dev_id: dev,
-                virt_id: 5,
-                ..Default::default()
-            },
+            IommuVdeviceAlloc { viommu_id: viommu, dev_id: dev, virt_id: 5, ..Default::default() },
         )
     });
     swc(&h, "VEVENTQ_ALLOC", |h| {
@@ -874,27 +529,11 @@ fn user_copy_faults_unwind() {
         };
         h.call(IOMMU_HW_QUEUE_ALLOC, c)
     });
-    h.test_cmd(
-        IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
-        stdev,
-        &TestMockDomainReplace { pt_id: parent },
-    )
-    .unwrap();
+    h.test_cmd(IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE, stdev, &TestMockDomainReplace { pt_id: parent }).unwrap();
     swc(&h, "PASID_ATTACH", |h| {
-        h.test_cmd(
-            IOMMU_TEST_OP_PASID_ATTACH,
-            stdev,
-            &TestPasidAttach {
-                pasid: 9,
-                pt_id: parent,
-            },
-        )
+        h.test_cmd(IOMMU_TEST_OP_PASID_ATTACH, stdev, &TestPasidAttach { pasid: 9, pt_id: parent })
     });
-    let fd = swc(&h, "CREATE_ACCESS", |h| {
-        create_access(h, ioas, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
-    });
-    swc(&h, "ACCESS_PAGES", |h| {
-        access_pages(h, fd, MOCK_APERTURE_START, 4 * P, 0, 0)
-    });
+    let fd = swc(&h, "CREATE_ACCESS", |h| create_access(h, ioas, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES));
+    swc(&h, "ACCESS_PAGES", |h| access_pages(h, fd, MOCK_APERTURE_START, 4 * P, 0, 0));
     h.ctx.check_invariants().unwrap();
 }

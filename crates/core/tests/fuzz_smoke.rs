@@ -13,10 +13,7 @@ mod interp;
 use proptest::prelude::*;
 
 fn cases() -> u32 {
-    std::env::var("UIOMMU_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512)
+    std::env::var("UIOMMU_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
 }
 
 proptest! {
@@ -29,8 +26,7 @@ proptest! {
 
 #[test]
 fn saved_regressions_replay() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/dispatch");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/dispatch");
     let mut n = 0;
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
@@ -61,9 +57,6 @@ fn interpreter_reaches_deep_state() {
         w.step(&mut r);
         w.check();
     }
-    assert!(
-        w.m.total_pins() > 0,
-        "the interpreter mapped something into a domain"
-    );
+    assert!(w.m.total_pins() > 0, "the interpreter mapped something into a domain");
     w.finish();
 }

@@ -16,18 +16,44 @@ const P: u64 = 4096;
 fn dirty_setup(h: &H, npages: u64) -> (u32, u32, u64) {
     let buf = h.sim.mmap(PID, npages * P, true);
     let ioas = h.ioas_alloc();
-    let mut opt = IommuOption { size: 24, option_id: IOMMU_OPTION_HUGE_PAGES, op: IOMMU_OPTION_OP_SET, object_id: ioas, val64: 0, ..Default::default() };
+    let mut opt = IommuOption {
+        size: 24,
+        option_id: IOMMU_OPTION_HUGE_PAGES,
+        op: IOMMU_OPTION_OP_SET,
+        object_id: ioas,
+        val64: 0,
+        ..Default::default()
+    };
     h.ioctl(IOMMU_OPTION, &mut opt).unwrap();
     let (_, _, dev) = h.mock_domain(ioas).unwrap();
-    let mut a = IommuHwptAlloc { size: 48, flags: IOMMU_HWPT_ALLOC_DIRTY_TRACKING, dev_id: dev, pt_id: ioas, ..Default::default() };
+    let mut a = IommuHwptAlloc {
+        size: 48,
+        flags: IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+        dev_id: dev,
+        pt_id: ioas,
+        ..Default::default()
+    };
     h.ioctl(IOMMU_HWPT_ALLOC, &mut a).unwrap();
     let iova = h.map(ioas, buf, npages * P, Some(0x1000000)).unwrap();
-    let mut t = IommuHwptSetDirtyTracking { size: 16, flags: IOMMU_HWPT_DIRTY_TRACKING_ENABLE, hwpt_id: a.out_hwpt_id, reserved: 0 };
+    let mut t = IommuHwptSetDirtyTracking {
+        size: 16,
+        flags: IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
+        hwpt_id: a.out_hwpt_id,
+        reserved: 0,
+    };
     h.ioctl(IOMMU_HWPT_SET_DIRTY_TRACKING, &mut t).unwrap();
     (ioas, a.out_hwpt_id, iova)
 }
 
-fn get_bitmap(h: &H, hwpt: u32, iova: u64, len: u64, page_size: u64, misalign: u64, no_clear: bool) -> Result<Vec<u8>, Errno> {
+fn get_bitmap(
+    h: &H,
+    hwpt: u32,
+    iova: u64,
+    len: u64,
+    page_size: u64,
+    misalign: u64,
+    no_clear: bool,
+) -> Result<Vec<u8>, Errno> {
     let nbits = len / page_size.max(1);
     let nbytes = nbits.div_ceil(8) as usize;
     let bm = h.scratch + 0x8000 + misalign;
@@ -117,7 +143,15 @@ fn dirty_bitmap_argument_checks() {
     assert_eq!(get_bitmap(&h, hwpt, iova, 4 * P, 0, 0, false), Err(Errno::EINVAL));
     assert_eq!(get_bitmap(&h, hwpt, iova + 2048, 4 * P, 4096, 0, false), Err(Errno::EINVAL), "IOAS alignment");
     assert_eq!(get_bitmap(&h, hwpt, iova, 3 * P, 8192, 0, false), Err(Errno::EINVAL), "granule");
-    let mut c = IommuHwptGetDirtyBitmap { size: 48, hwpt_id: hwpt, iova: u64::MAX - 10, length: 100, page_size: P, data: h.scratch, ..Default::default() };
+    let mut c = IommuHwptGetDirtyBitmap {
+        size: 48,
+        hwpt_id: hwpt,
+        iova: u64::MAX - 10,
+        length: 100,
+        page_size: P,
+        data: h.scratch,
+        ..Default::default()
+    };
     assert_eq!(h.ioctl(IOMMU_HWPT_GET_DIRTY_BITMAP, &mut c), Err(Errno::EOVERFLOW));
 }
 
@@ -145,7 +179,13 @@ fn fault_queue_state_machine() {
     h.ioctl(IOMMU_FAULT_QUEUE_ALLOC, &mut fa).unwrap();
     let f = h.sim.engine_file(fa.out_fault_fd as i32).expect("fault fd");
     // Nest-parent + fault-capable nested HWPT, device replaced onto it.
-    let mut parent = IommuHwptAlloc { size: 48, flags: IOMMU_HWPT_ALLOC_NEST_PARENT, dev_id: dev, pt_id: ioas, ..Default::default() };
+    let mut parent = IommuHwptAlloc {
+        size: 48,
+        flags: IOMMU_HWPT_ALLOC_NEST_PARENT,
+        dev_id: dev,
+        pt_id: ioas,
+        ..Default::default()
+    };
     h.ioctl(IOMMU_HWPT_ALLOC, &mut parent).unwrap();
     let data = IommuHwptSelftest { iotlb: 0, pagetable_type: 0 };
     h.sim.write_user(&h.caller, h.scratch + 0x3000, data.as_bytes()).unwrap();

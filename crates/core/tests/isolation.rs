@@ -38,28 +38,13 @@ fn map_prot(h: &H, ioas: u32, va: u64, len: u64, iova: u64, flags: u32) -> Resul
 }
 
 fn access_rw(h: &H, fd: i32, iova: u64, uptr: u64, len: u64, flags: u32) -> Result<i64, Errno> {
-    let p = TestAccessRw {
-        iova,
-        length: len,
-        uptr,
-        flags,
-        pad: 0,
-    };
-    h.test_cmd(IOMMU_TEST_OP_ACCESS_RW, fd as u32, &p)
-        .map(|r| r.0)
+    let p = TestAccessRw { iova, length: len, uptr, flags, pad: 0 };
+    h.test_cmd(IOMMU_TEST_OP_ACCESS_RW, fd as u32, &p).map(|r| r.0)
 }
 
 fn create_access(h: &H, ioas: u32, flags: u32) -> i32 {
-    let (_, p) = h
-        .test_cmd(
-            IOMMU_TEST_OP_CREATE_ACCESS,
-            ioas,
-            &TestCreateAccess {
-                flags,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let (_, p) =
+        h.test_cmd(IOMMU_TEST_OP_CREATE_ACCESS, ioas, &TestCreateAccess { flags, ..Default::default() }).unwrap();
     p.out_access_fd as i32
 }
 
@@ -70,24 +55,8 @@ fn access_outside_mapped_iova_is_enoent_and_touches_nothing() {
     let (other, other_pattern) = patterned(&h, 4);
     let ioas = h.ioas_alloc();
     // Two areas with a one-page hole between them.
-    map_prot(
-        &h,
-        ioas,
-        buf,
-        4 * P,
-        BASE,
-        IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-    )
-    .unwrap();
-    map_prot(
-        &h,
-        ioas,
-        buf + 5 * P,
-        4 * P,
-        BASE + 5 * P,
-        IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-    )
-    .unwrap();
+    map_prot(&h, ioas, buf, 4 * P, BASE, IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE).unwrap();
+    map_prot(&h, ioas, buf + 5 * P, 4 * P, BASE + 5 * P, IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE).unwrap();
     let fd = create_access(&h, ioas, 0);
     let before = h.state();
     let user = h.scratch + 0x2000;
@@ -102,46 +71,21 @@ fn access_outside_mapped_iova_is_enoent_and_touches_nothing() {
         (u64::MAX - 8, 9),      // wrapping
     ];
     for (iova, len) in cases {
-        for flags in [
-            0,
-            MOCK_ACCESS_RW_WRITE,
-            MOCK_ACCESS_RW_SLOW_PATH,
-            MOCK_ACCESS_RW_WRITE | MOCK_ACCESS_RW_SLOW_PATH,
-        ] {
+        for flags in
+            [0, MOCK_ACCESS_RW_WRITE, MOCK_ACCESS_RW_SLOW_PATH, MOCK_ACCESS_RW_WRITE | MOCK_ACCESS_RW_SLOW_PATH]
+        {
             let r = access_rw(&h, fd, iova, user, len, flags);
-            let want = if iova.checked_add(len - 1).is_none() {
-                Errno::EOVERFLOW
-            } else {
-                Errno::ENOENT
-            };
+            let want = if iova.checked_add(len - 1).is_none() { Errno::EOVERFLOW } else { Errno::ENOENT };
             assert_eq!(r, Err(want), "iova {iova:#x} len {len} flags {flags:#x}");
         }
     }
-    assert!(
-        contents(&h, buf, 16 * P) == pattern,
-        "mapped memory touched"
-    );
-    assert!(
-        contents(&h, other, 4 * P) == other_pattern,
-        "unmapped memory touched"
-    );
-    assert_eq!(
-        contents(&h, user, 64),
-        vec![0xee; 64],
-        "a failed read copied nothing out"
-    );
+    assert!(contents(&h, buf, 16 * P) == pattern, "mapped memory touched");
+    assert!(contents(&h, other, 4 * P) == other_pattern, "unmapped memory touched");
+    assert_eq!(contents(&h, user, 64), vec![0xee; 64], "a failed read copied nothing out");
     // Pinning outside the mapping fails the same way, with nothing pinned.
     let pin_fd = create_access(&h, ioas, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES);
-    let p = TestAccessPages {
-        iova: BASE + 3 * P,
-        length: 2 * P,
-        ..Default::default()
-    };
-    assert_eq!(
-        h.test_cmd(IOMMU_TEST_OP_ACCESS_PAGES, pin_fd as u32, &p)
-            .map(|r| r.0),
-        Err(Errno::ENOENT)
-    );
+    let p = TestAccessPages { iova: BASE + 3 * P, length: 2 * P, ..Default::default() };
+    assert_eq!(h.test_cmd(IOMMU_TEST_OP_ACCESS_PAGES, pin_fd as u32, &p).map(|r| r.0), Err(Errno::ENOENT));
     h.sim.close(pin_fd);
     assert_eq!(h.state(), before);
     // Inside the mapping the same access works (the test is not vacuous).
@@ -155,76 +99,30 @@ fn device_dma_outside_mapped_iova_faults_and_touches_nothing() {
     let (buf, pattern) = patterned(&h, 8);
     let ioas = h.ioas_alloc();
     let (stdev, _, dev) = h.mock_domain(ioas).unwrap();
-    map_prot(
-        &h,
-        ioas,
-        buf,
-        4 * P,
-        BASE,
-        IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-    )
-    .unwrap();
+    map_prot(&h, ioas, buf, 4 * P, BASE, IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE).unwrap();
     let mut b = [0u8; 32];
     // Entirely outside the mapping: nothing anywhere changes.
     for iova in [BASE - 32, BASE + 4 * P, BASE + 100 * P, 0, u64::MAX - 31] {
-        assert_eq!(
-            h.ctx.dma_write(dev, 0, iova, &[0x5a; 32]),
-            Err(Errno::EFAULT),
-            "write at {iova:#x}"
-        );
-        assert_eq!(
-            h.ctx.dma_read(dev, 0, iova, &mut b),
-            Err(Errno::EFAULT),
-            "read at {iova:#x}"
-        );
+        assert_eq!(h.ctx.dma_write(dev, 0, iova, &[0x5a; 32]), Err(Errno::EFAULT), "write at {iova:#x}");
+        assert_eq!(h.ctx.dma_read(dev, 0, iova, &mut b), Err(Errno::EFAULT), "read at {iova:#x}");
     }
-    assert!(
-        contents(&h, buf, 8 * P) == pattern,
-        "memory changed by faulting DMA"
-    );
+    assert!(contents(&h, buf, 8 * P) == pattern, "memory changed by faulting DMA");
     // Running off the end: the device may write the mapped part before it faults (as real
     // hardware does), but never a byte past the mapping.
-    assert_eq!(
-        h.ctx.dma_write(dev, 0, BASE + 4 * P - 16, &[0x5a; 32]),
-        Err(Errno::EFAULT)
-    );
-    assert!(
-        contents(&h, buf + 4 * P, 4 * P) == pattern[4 * P as usize..],
-        "DMA reached unmapped memory"
-    );
+    assert_eq!(h.ctx.dma_write(dev, 0, BASE + 4 * P - 16, &[0x5a; 32]), Err(Errno::EFAULT));
+    assert!(contents(&h, buf + 4 * P, 4 * P) == pattern[4 * P as usize..], "DMA reached unmapped memory");
     // A port that translated an IOVA loses it with the unmap (no stale IOTLB entry).
     let mut port = h.ctx.dma_port(dev, 0).unwrap();
     port.write(BASE + 8, &[1, 2, 3]).unwrap();
     assert_eq!(contents(&h, buf + 8, 3), vec![1, 2, 3]);
     h.unmap(ioas, BASE, 4 * P).unwrap();
-    assert_eq!(
-        port.write(BASE + 8, &[9, 9, 9]),
-        Err(Errno::EFAULT),
-        "stale translation used after unmap"
-    );
+    assert_eq!(port.write(BASE + 8, &[9, 9, 9]), Err(Errno::EFAULT), "stale translation used after unmap");
     assert_eq!(contents(&h, buf + 8, 3), vec![1, 2, 3]);
     // Nor does a device see another domain's mappings after it is moved away.
-    map_prot(
-        &h,
-        ioas,
-        buf,
-        4 * P,
-        BASE,
-        IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-    )
-    .unwrap();
+    map_prot(&h, ioas, buf, 4 * P, BASE, IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE).unwrap();
     let ioas2 = h.ioas_alloc();
-    h.test_cmd(
-        IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
-        stdev,
-        &TestMockDomainReplace { pt_id: ioas2 },
-    )
-    .unwrap();
-    assert_eq!(
-        port.read(BASE + 8, &mut b[..3]),
-        Err(Errno::EFAULT),
-        "old domain still reachable"
-    );
+    h.test_cmd(IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE, stdev, &TestMockDomainReplace { pt_id: ioas2 }).unwrap();
+    assert_eq!(port.read(BASE + 8, &mut b[..3]), Err(Errno::EFAULT), "old domain still reachable");
 }
 
 #[test]
@@ -239,31 +137,12 @@ fn read_only_mappings_refuse_writes() {
     let before = h.state();
     let user = h.scratch + 0x2000;
     h.sim.write_user(&h.caller, user, &[0xaa; 256]).unwrap();
-    for flags in [
-        MOCK_ACCESS_RW_WRITE,
-        MOCK_ACCESS_RW_WRITE | MOCK_ACCESS_RW_SLOW_PATH,
-    ] {
-        assert_eq!(
-            access_rw(&h, fd, BASE + 100, user, 256, flags),
-            Err(Errno::EPERM)
-        );
+    for flags in [MOCK_ACCESS_RW_WRITE, MOCK_ACCESS_RW_WRITE | MOCK_ACCESS_RW_SLOW_PATH] {
+        assert_eq!(access_rw(&h, fd, BASE + 100, user, 256, flags), Err(Errno::EPERM));
     }
-    let p = TestAccessPages {
-        iova: BASE,
-        length: 2 * P,
-        flags: MOCK_FLAGS_ACCESS_WRITE,
-        ..Default::default()
-    };
-    assert_eq!(
-        h.test_cmd(IOMMU_TEST_OP_ACCESS_PAGES, pin_fd as u32, &p)
-            .map(|r| r.0),
-        Err(Errno::EPERM)
-    );
-    assert_eq!(
-        h.ctx.dma_write(dev, 0, BASE + 100, &[0xaa; 256]),
-        Err(Errno::EFAULT),
-        "DMA write to a read-only IOVA"
-    );
+    let p = TestAccessPages { iova: BASE, length: 2 * P, flags: MOCK_FLAGS_ACCESS_WRITE, ..Default::default() };
+    assert_eq!(h.test_cmd(IOMMU_TEST_OP_ACCESS_PAGES, pin_fd as u32, &p).map(|r| r.0), Err(Errno::EPERM));
+    assert_eq!(h.ctx.dma_write(dev, 0, BASE + 100, &[0xaa; 256]), Err(Errno::EFAULT), "DMA write to a read-only IOVA");
     // A copy cannot upgrade the permission either.
     let ioas2 = h.ioas_alloc();
     let c = IommuIoasCopy {
@@ -369,20 +248,11 @@ fn rlimit_memlock_limits_access_pins() {
     let buf = h.sim.mmap(PID, 32 * P, true);
     let ioas = h.ioas_alloc();
     let iova = h.map(ioas, buf, 32 * P, None).unwrap();
-    assert_eq!(
-        h.m.user_locked_pages(1000),
-        0,
-        "no domain: nothing pinned at map time"
-    );
+    assert_eq!(h.m.user_locked_pages(1000), 0, "no domain: nothing pinned at map time");
     let fd = create_access(&h, ioas, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES);
     let pin = |off: u64, n: u64| {
-        let p = TestAccessPages {
-            iova: iova + off * P,
-            length: n * P,
-            ..Default::default()
-        };
-        h.test_cmd(IOMMU_TEST_OP_ACCESS_PAGES, fd as u32, &p)
-            .map(|r| r.0)
+        let p = TestAccessPages { iova: iova + off * P, length: n * P, ..Default::default() };
+        h.test_cmd(IOMMU_TEST_OP_ACCESS_PAGES, fd as u32, &p).map(|r| r.0)
     };
     pin(0, 6).unwrap();
     let before = h.state();

@@ -31,10 +31,7 @@ impl Rng {
 }
 
 fn iters() -> u64 {
-    std::env::var("UIOMMU_STRESS_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1500)
+    std::env::var("UIOMMU_STRESS_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500)
 }
 
 /// One thread's work: `buf` is 64 pages shared by everybody.
@@ -51,58 +48,26 @@ fn worker(h: H, seed: u64, buf: u64) -> u64 {
             Machine::set_fail_nth(1 + rng.below(12) as u32);
         }
         let r = match rng.below(14) {
-            0 | 1 => h
-                .map(
-                    ioas,
-                    buf + rng.below(32) * P,
-                    (1 + rng.below(16)) * P,
-                    Some(iova),
-                )
-                .map(|_| 0),
-            2 => h
-                .map(ioas, buf + rng.below(48) * P, (1 + rng.below(16)) * P, None)
-                .map(|_| 0),
+            0 | 1 => h.map(ioas, buf + rng.below(32) * P, (1 + rng.below(16)) * P, Some(iova)).map(|_| 0),
+            2 => h.map(ioas, buf + rng.below(48) * P, (1 + rng.below(16)) * P, None).map(|_| 0),
             3 | 4 => h.unmap(ioas, iova, 16 * P).map(|_| 0),
             5 => h.unmap(ioas, 0, u64::MAX).map(|_| 0),
-            6 => h
-                .copy(3 - ioas, ioas, iova, (1 + rng.below(4)) * P, None)
-                .map(|_| 0),
+            6 => h.copy(3 - ioas, ioas, iova, (1 + rng.below(4)) * P, None).map(|_| 0),
             7 => h.mock_domain(ioas).map(|_| 0),
             8 => h.destroy(1 + rng.below(24) as u32),
             9 => {
-                let p = TestMockDomainReplace {
-                    pt_id: 1 + rng.below(12) as u32,
-                };
-                h.test_cmd(
-                    IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
-                    3 + rng.below(20) as u32,
-                    &p,
-                )
-                .map(|r| r.0)
+                let p = TestMockDomainReplace { pt_id: 1 + rng.below(12) as u32 };
+                h.test_cmd(IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE, 3 + rng.below(20) as u32, &p).map(|r| r.0)
             }
             10 => {
-                let c = IommuHwptAlloc {
-                    size: 48,
-                    dev_id: 1 + rng.below(24) as u32,
-                    pt_id: ioas,
-                    ..Default::default()
-                };
+                let c =
+                    IommuHwptAlloc { size: 48, dev_id: 1 + rng.below(24) as u32, pt_id: ioas, ..Default::default() };
                 h.call(IOMMU_HWPT_ALLOC, c).map(|_| 0)
             }
             11 => {
-                let flags = if rng.below(2) == 0 {
-                    MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES
-                } else {
-                    0
-                };
-                let r = h.test_cmd(
-                    IOMMU_TEST_OP_CREATE_ACCESS,
-                    ioas,
-                    &TestCreateAccess {
-                        flags,
-                        ..Default::default()
-                    },
-                );
+                let flags = if rng.below(2) == 0 { MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES } else { 0 };
+                let r =
+                    h.test_cmd(IOMMU_TEST_OP_CREATE_ACCESS, ioas, &TestCreateAccess { flags, ..Default::default() });
                 if let Ok((_, p)) = &r {
                     access_fds.push(p.out_access_fd as i32);
                 }
@@ -118,11 +83,7 @@ fn worker(h: H, seed: u64, buf: u64) -> u64 {
                     };
                     h.test_cmd(IOMMU_TEST_OP_ACCESS_PAGES, fd, &p).map(|r| r.0)
                 } else {
-                    let flags = if rng.below(2) == 0 {
-                        MOCK_ACCESS_RW_WRITE
-                    } else {
-                        MOCK_ACCESS_RW_SLOW_PATH
-                    };
+                    let flags = if rng.below(2) == 0 { MOCK_ACCESS_RW_WRITE } else { MOCK_ACCESS_RW_SLOW_PATH };
                     let p = TestAccessRw {
                         iova: iova + rng.below(8000),
                         length: 1 + rng.below(8000),
@@ -138,13 +99,7 @@ fn worker(h: H, seed: u64, buf: u64) -> u64 {
                 drop(h.sim.close(access_fds.swap_remove(i)));
                 Ok(0)
             }
-            _ => h.ioctl(
-                IOMMU_IOAS_ALLOC,
-                &mut IommuIoasAlloc {
-                    size: 12,
-                    ..Default::default()
-                },
-            ),
+            _ => h.ioctl(IOMMU_IOAS_ALLOC, &mut IommuIoasAlloc { size: 12, ..Default::default() }),
         };
         Machine::set_fail_nth(0);
         ok += r.is_ok() as u64;
@@ -191,10 +146,7 @@ fn racing_threads_keep_invariants_and_release_everything() {
     }
     assert!(total_ok > 0, "no call succeeded at all");
     h.ctx.check_invariants().unwrap();
-    eprintln!(
-        "{total_ok} successful calls; {} pins held before closing",
-        h.m.total_pins()
-    );
+    eprintln!("{total_ok} successful calls; {} pins held before closing", h.m.total_pins());
     let H { m, ctx, sim, .. } = h;
     for fd in sim.open_fds() {
         drop(sim.close(fd));
@@ -212,16 +164,8 @@ fn contexts_race_dmabuf_revoke() {
     let h1 = H::new();
     let mut h2 = h1.another();
     h2.ctx = uiommu_core::Context::open(&h1.m);
-    let (r, _) = h1
-        .test_cmd(
-            IOMMU_TEST_OP_DMABUF_GET,
-            0,
-            &TestDmabufGet {
-                length: 16 * P as u32,
-                open_flags: 0,
-            },
-        )
-        .unwrap();
+    let (r, _) =
+        h1.test_cmd(IOMMU_TEST_OP_DMABUF_GET, 0, &TestDmabufGet { length: 16 * P as u32, open_flags: 0 }).unwrap();
     let fd = r as i32;
     let (tx, rx) = mpsc::channel();
     let mut joins = Vec::new();
@@ -247,10 +191,7 @@ fn contexts_race_dmabuf_revoke() {
                         let _ = h.mock_domain(ioas);
                     }
                     2 => {
-                        let p = TestDmabufRevoke {
-                            dmabuf_fd: fd,
-                            revoked: rng.below(2) as u32,
-                        };
+                        let p = TestDmabufRevoke { dmabuf_fd: fd, revoked: rng.below(2) as u32 };
                         let _ = h.test_cmd(IOMMU_TEST_OP_DMABUF_REVOKE, 0, &p);
                     }
                     _ => {

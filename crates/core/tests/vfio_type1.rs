@@ -16,7 +16,8 @@ fn int_ioctl(h: &H, cmd: u32, arg: u64) -> Result<i64, Errno> {
 }
 
 fn map_dma(h: &H, vaddr: u64, iova: u64, size: u64) -> Result<i64, Errno> {
-    let mut m = VfioIommuType1DmaMap { argsz: 32, flags: VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE, vaddr, iova, size };
+    let mut m =
+        VfioIommuType1DmaMap { argsz: 32, flags: VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE, vaddr, iova, size };
     h.ioctl(VFIO_IOMMU_MAP_DMA, &mut m)
 }
 
@@ -89,7 +90,8 @@ fn run(version: u32) {
     assert_eq!(ranges, vec![(0x100_0000, 0x7fff_ffff)], "the mock aperture");
 
     // The mappings, read through an access (an emulated device on the same IOAS).
-    let (_, acc) = h.test_cmd(IOMMU_TEST_OP_CREATE_ACCESS, ioas, &TestCreateAccess { out_access_fd: 0, flags: 0 }).unwrap();
+    let (_, acc) =
+        h.test_cmd(IOMMU_TEST_OP_CREATE_ACCESS, ioas, &TestCreateAccess { out_access_fd: 0, flags: 0 }).unwrap();
     assert!(matches!(h.sim.fd(&h.caller, acc.out_access_fd as i32), Ok(FdTarget::Engine(EngineFile::Access(_)))));
     for k in [0u64, 3, 7] {
         let got = access_read(&h, acc.out_access_fd, base + k * MIB + 100, 5000).unwrap();
@@ -102,7 +104,10 @@ fn run(version: u32) {
     if version == VFIO_TYPE1_IOMMU {
         assert_eq!(r, Ok(8192));
         assert_eq!(access_read(&h, acc.out_access_fd, base + MIB + 4096, 16), Err(Errno::ENOENT));
-        assert_eq!(access_read(&h, acc.out_access_fd, base + MIB, 16).unwrap(), pattern[MIB as usize..MIB as usize + 16]);
+        assert_eq!(
+            access_read(&h, acc.out_access_fd, base + MIB, 16).unwrap(),
+            pattern[MIB as usize..MIB as usize + 16]
+        );
     } else {
         assert_eq!(r, Err(Errno::ENOENT));
     }

@@ -77,18 +77,16 @@ pub fn current_creds() -> Creds {
     // SAFETY: an all-zero rlimit is a valid value; getrlimit fills it.
     let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
     // SAFETY: rl is a valid, writable struct rlimit.
-    let memlock_limit = if unsafe {
-        libc::syscall(libc::SYS_getrlimit, libc::RLIMIT_MEMLOCK, &mut rl as *mut libc::rlimit)
-    } == 0
-    {
-        if rl.rlim_cur == libc::RLIM_INFINITY {
-            u64::MAX
+    let memlock_limit =
+        if unsafe { libc::syscall(libc::SYS_getrlimit, libc::RLIMIT_MEMLOCK, &mut rl as *mut libc::rlimit) } == 0 {
+            if rl.rlim_cur == libc::RLIM_INFINITY {
+                u64::MAX
+            } else {
+                rl.rlim_cur
+            }
         } else {
-            rl.rlim_cur
-        }
-    } else {
-        u64::MAX
-    };
+            u64::MAX
+        };
     let granted = granted_caps();
     Creds {
         // SAFETY: getuid has no preconditions.

@@ -127,4 +127,3 @@ pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
 pub(crate) fn is_hugetlb_path(path: &[u8]) -> bool {
     contains(path, b"anon_hugepage")
 }
-

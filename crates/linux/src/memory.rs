@@ -89,10 +89,7 @@ fn find_region(key: RegionKey) -> Option<(u16, Arc<Region>)> {
 }
 
 /// Interns a region, building its backing only if it is new (`make` runs without the lock).
-fn intern(
-    key: RegionKey,
-    make: impl FnOnce() -> (Backing, bool),
-) -> Result<(u16, Arc<Region>), Errno> {
+fn intern(key: RegionKey, make: impl FnOnce() -> (Backing, bool)) -> Result<(u16, Arc<Region>), Errno> {
     if let Some(found) = find_region(key) {
         return Ok(found);
     }
@@ -284,7 +281,6 @@ pub fn memory_file(file: &Arc<dyn HostFile>) -> Option<Arc<HostFd>> {
     g.iter().filter(|(k, _)| *k == key).find_map(|(_, w)| w.upgrade())
 }
 
-
 /// Reads memory of process `pid` (this one without a system call).
 #[inline]
 fn read_mem(pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
@@ -329,7 +325,14 @@ impl LinuxMemory {
     }
 
     /// `Platform::resolve_user_pages`.
-    pub fn resolve_user_pages(&self, pid: u32, va: u64, npages: usize, write: bool, out: &mut Vec<u64>) -> Result<(), Errno> {
+    pub fn resolve_user_pages(
+        &self,
+        pid: u32,
+        va: u64,
+        npages: usize,
+        write: bool,
+        out: &mut Vec<u64>,
+    ) -> Result<(), Errno> {
         self.resolve(pid, va, npages, write, out)
     }
 
@@ -387,10 +390,7 @@ impl LinuxMemory {
         if va & (PAGE_SIZE - 1) != 0 {
             return Err(Errno::EINVAL);
         }
-        let end = (npages as u64)
-            .checked_mul(PAGE_SIZE)
-            .and_then(|len| va.checked_add(len))
-            .ok_or(Errno::EFAULT)?;
+        let end = (npages as u64).checked_mul(PAGE_SIZE).and_then(|len| va.checked_add(len)).ok_or(Errno::EFAULT)?;
         let mut maps = Vec::new();
         read_maps(pid, &mut maps)?;
         let start_len = out.len();

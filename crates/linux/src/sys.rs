@@ -49,9 +49,7 @@ fn check(r: libc::c_long) -> SysResult<i64> {
 /// `openat(dirfd, path, flags | O_CLOEXEC, mode)` (the shim's own opens are never inherited).
 pub fn openat(dirfd: i32, path: &CStr, flags: i32, mode: u32) -> SysResult<i32> {
     // SAFETY: path is a valid NUL-terminated string for the duration of the call.
-    let r = unsafe {
-        libc::syscall(libc::SYS_openat, dirfd, path.as_ptr(), flags | libc::O_CLOEXEC, mode)
-    };
+    let r = unsafe { libc::syscall(libc::SYS_openat, dirfd, path.as_ptr(), flags | libc::O_CLOEXEC, mode) };
     check(r).map(|v| v as i32)
 }
 
@@ -238,7 +236,8 @@ fn private_min() -> i32 {
     // SAFETY: an all-zero rlimit is a valid value; getrlimit fills it.
     let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
     // SAFETY: rl is a valid, writable struct rlimit.
-    let soft = if unsafe { libc::syscall(libc::SYS_getrlimit, libc::RLIMIT_NOFILE, &mut rl as *mut libc::rlimit) } == 0 {
+    let soft = if unsafe { libc::syscall(libc::SYS_getrlimit, libc::RLIMIT_NOFILE, &mut rl as *mut libc::rlimit) } == 0
+    {
         rl.rlim_cur
     } else {
         1024
@@ -344,7 +343,9 @@ pub fn stat(path: &CStr) -> SysResult<libc::stat> {
     // SAFETY: an all-zero `struct stat` is a valid value of the plain-data type.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: path is NUL-terminated; st is a valid, writable struct stat.
-    check(unsafe { libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, path.as_ptr(), &mut st as *mut libc::stat, 0) })?;
+    check(unsafe {
+        libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, path.as_ptr(), &mut st as *mut libc::stat, 0)
+    })?;
     Ok(st)
 }
 
@@ -354,7 +355,9 @@ pub fn poll1(fd: i32, events: i16, timeout_ms: i32) -> SysResult<i16> {
     let ts = libc::timespec { tv_sec: (timeout_ms / 1000) as _, tv_nsec: ((timeout_ms % 1000) * 1_000_000) as _ };
     let tsp = if timeout_ms < 0 { std::ptr::null() } else { &ts as *const libc::timespec };
     // SAFETY: p is one valid pollfd; tsp is null or a valid timespec; no signal mask.
-    let r = unsafe { libc::syscall(libc::SYS_ppoll, &mut p as *mut libc::pollfd, 1usize, tsp, std::ptr::null::<u8>(), 8usize) };
+    let r = unsafe {
+        libc::syscall(libc::SYS_ppoll, &mut p as *mut libc::pollfd, 1usize, tsp, std::ptr::null::<u8>(), 8usize)
+    };
     check(r)?;
     Ok(p.revents)
 }
@@ -365,7 +368,14 @@ pub fn getsockopt_int(fd: i32, opt: i32) -> SysResult<i32> {
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: v and len are valid, writable and describe an int.
     check(unsafe {
-        libc::syscall(libc::SYS_getsockopt, fd, libc::SOL_SOCKET, opt, &mut v as *mut libc::c_int, &mut len as *mut libc::socklen_t)
+        libc::syscall(
+            libc::SYS_getsockopt,
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            &mut v as *mut libc::c_int,
+            &mut len as *mut libc::socklen_t,
+        )
     })?;
     Ok(v)
 }
@@ -420,7 +430,8 @@ pub fn bind_abstract(fd: i32, name: &[u8]) -> SysResult<()> {
     }
     let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + 1 + name.len();
     // SAFETY: a is a valid sockaddr_un of at least `len` bytes.
-    check(unsafe { libc::syscall(libc::SYS_bind, fd, &a as *const libc::sockaddr_un, len as libc::socklen_t) }).map(drop)
+    check(unsafe { libc::syscall(libc::SYS_bind, fd, &a as *const libc::sockaddr_un, len as libc::socklen_t) })
+        .map(drop)
 }
 
 /// Sends one message: `data`, and `fds` as SCM_RIGHTS when not empty (MSG_NOSIGNAL).
@@ -497,7 +508,8 @@ pub fn recv_with_fds(fd: i32, buf: &mut [u8], cloexec: bool, dontwait: bool) -> 
             other => break other? as usize,
         }
     };
-    let mut out = Received { len: n, truncated: msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0, ..Default::default() };
+    let mut out =
+        Received { len: n, truncated: msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0, ..Default::default() };
     // SAFETY: the kernel filled msg_control/msg_controllen; CMSG_* walk inside it.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
@@ -547,7 +559,15 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, events: u32, data: u64) -> SysResu
 pub fn epoll_wait(epfd: i32, evs: &mut [libc::epoll_event], timeout_ms: i32) -> SysResult<usize> {
     // SAFETY: evs is a writable array of evs.len() events.
     let r = unsafe {
-        libc::syscall(libc::SYS_epoll_pwait, epfd, evs.as_mut_ptr(), evs.len() as i32, timeout_ms, std::ptr::null::<u8>(), 8usize)
+        libc::syscall(
+            libc::SYS_epoll_pwait,
+            epfd,
+            evs.as_mut_ptr(),
+            evs.len() as i32,
+            timeout_ms,
+            std::ptr::null::<u8>(),
+            8usize,
+        )
     };
     check(r).map(|v| v as usize)
 }

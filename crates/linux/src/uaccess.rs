@@ -267,7 +267,12 @@ struct ProgAction {
 
 impl ProgAction {
     const fn new() -> ProgAction {
-        ProgAction { handler: AtomicUsize::new(0), flags: AtomicU64::new(0), restorer: AtomicUsize::new(0), mask: AtomicU64::new(0) }
+        ProgAction {
+            handler: AtomicUsize::new(0),
+            flags: AtomicU64::new(0),
+            restorer: AtomicUsize::new(0),
+            mask: AtomicU64::new(0),
+        }
     }
     fn get(&self) -> KernelSigaction {
         KernelSigaction {
@@ -459,10 +464,20 @@ unsafe fn chain(sig: i32, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
     }
     // SAFETY: mask is a valid 8-byte kernel sigset; the old set is not wanted (sigreturn
     // restores the interrupted mask).
-    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &mask as *const u64, std::ptr::null_mut::<u64>(), 8usize) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        )
+    };
     if a.flags & libc::SA_SIGINFO as u64 != 0 {
         // SAFETY: the program registered this address as an SA_SIGINFO handler.
-        let f = unsafe { std::mem::transmute::<usize, extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void)>(a.handler) };
+        let f = unsafe {
+            std::mem::transmute::<usize, extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void)>(a.handler)
+        };
         f(sig, info, uctx);
     } else {
         // SAFETY: the program registered this address as a one-argument handler.
@@ -492,7 +507,14 @@ mod tests {
         // A page that ends in a hole: the readable part is not enough.
         // SAFETY: a fresh mapping chosen by the kernel.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
         assert_ne!(p, libc::MAP_FAILED);
         // SAFETY: the second page of our own mapping.

@@ -19,7 +19,7 @@
 //!   a closed and reused fd number is never mistaken for one.
 //!
 //! Hooks: `opendir`, `pread`, `pread64`, `pwrite`, `pwrite64` are interposed here;
-//! `interpose.rs` calls [`open`] from its `/proc/` path check and [`read`]/[`write`] first
+//! `interpose.rs` calls [`open`] from its `/proc/` path check and [`read()`]/[`write()`] first
 //! thing in its `read`/`write`.
 
 use crate::sys;
@@ -69,10 +69,7 @@ fn fake_debugfs() -> Option<&'static FakeDebugfs> {
             }
             // SAFETY: registers a function without preconditions to run at exit().
             unsafe { libc::atexit(remove_fake_debugfs) };
-            Some(FakeDebugfs {
-                path: CString::new(dir.into_os_string().into_vec()).ok()?,
-                owner,
-            })
+            Some(FakeDebugfs { path: CString::new(dir.into_os_string().into_vec()).ok()?, owner })
         })
         .as_ref()
 }
@@ -93,8 +90,7 @@ type OpendirFn = unsafe extern "C" fn(*const c_char) -> *mut libc::DIR;
 fn real_opendir() -> Option<OpendirFn> {
     static R: OnceLock<usize> = OnceLock::new();
     // SAFETY: RTLD_NEXT with a NUL-terminated symbol name is a valid dlsym call.
-    let a =
-        *R.get_or_init(|| unsafe { libc::dlsym(libc::RTLD_NEXT, c"opendir".as_ptr()) } as usize);
+    let a = *R.get_or_init(|| unsafe { libc::dlsym(libc::RTLD_NEXT, c"opendir".as_ptr()) } as usize);
     // SAFETY: dlsym returned the address of libc's `opendir`, whose C type is OpendirFn.
     (a != 0).then(|| unsafe { std::mem::transmute::<usize, OpendirFn>(a) })
 }
@@ -189,11 +185,7 @@ pub fn open(path: &CStr, flags: c_int) -> Option<c_int> {
         sys::set_errno(libc::ENOTDIR);
         return Some(-1);
     }
-    let mfd_flags = if flags & libc::O_CLOEXEC != 0 {
-        libc::MFD_CLOEXEC
-    } else {
-        0
-    };
+    let mfd_flags = if flags & libc::O_CLOEXEC != 0 { libc::MFD_CLOEXEC } else { 0 };
     let fd = match sys::memfd_create(c"fail-nth", mfd_flags) {
         Ok(fd) => fd,
         Err(e) => {
@@ -211,13 +203,7 @@ pub fn open(path: &CStr, flags: c_int) -> Option<c_int> {
     };
     let mut t = table();
     t.retain(|f| f.fd != fd);
-    t.push(NthFile {
-        fd,
-        dev: st.st_dev,
-        ino: st.st_ino,
-        tid,
-        accmode: flags & libc::O_ACCMODE,
-    });
+    t.push(NthFile { fd, dev: st.st_dev, ino: st.st_ino, tid, accmode: flags & libc::O_ACCMODE });
     REGISTERED.store(t.len(), Ordering::Release);
     Some(fd)
 }
@@ -276,12 +262,7 @@ fn parse_uint(s: &[u8]) -> Result<u32, c_int> {
 ///
 /// # Safety
 /// `buf`/`count` as for `read(2)` (bad pointers answer EFAULT).
-unsafe fn nth_read(
-    fd: c_int,
-    buf: *mut c_void,
-    count: size_t,
-    off: Option<off_t>,
-) -> Option<ssize_t> {
+unsafe fn nth_read(fd: c_int, buf: *mut c_void, count: size_t, off: Option<off_t>) -> Option<ssize_t> {
     let f = lookup(fd)?;
     if f.accmode == libc::O_WRONLY {
         return fail(libc::EBADF);
@@ -370,13 +351,7 @@ crate::real::real_fn!(real_pread64, c"pread64", PreadFn);
 crate::real::real_fn!(real_pwrite, c"pwrite", PwriteFn);
 crate::real::real_fn!(real_pwrite64, c"pwrite64", PwriteFn);
 
-unsafe fn pass_pread(
-    real: Option<PreadFn>,
-    fd: c_int,
-    buf: *mut c_void,
-    count: size_t,
-    off: off_t,
-) -> ssize_t {
+unsafe fn pass_pread(real: Option<PreadFn>, fd: c_int, buf: *mut c_void, count: size_t, off: off_t) -> ssize_t {
     // SAFETY: forwarding the caller's arguments.
     unsafe {
         match real {
@@ -386,13 +361,7 @@ unsafe fn pass_pread(
     }
 }
 
-unsafe fn pass_pwrite(
-    real: Option<PwriteFn>,
-    fd: c_int,
-    buf: *const c_void,
-    count: size_t,
-    off: off_t,
-) -> ssize_t {
+unsafe fn pass_pwrite(real: Option<PwriteFn>, fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
     // SAFETY: forwarding the caller's arguments.
     unsafe {
         match real {
@@ -421,12 +390,7 @@ pub unsafe extern "C" fn pread(fd: c_int, buf: *mut c_void, count: size_t, off: 
 /// # Safety
 /// As for libc's `pread64`.
 #[no_mangle]
-pub unsafe extern "C" fn pread64(
-    fd: c_int,
-    buf: *mut c_void,
-    count: size_t,
-    off: off_t,
-) -> ssize_t {
+pub unsafe extern "C" fn pread64(fd: c_int, buf: *mut c_void, count: size_t, off: off_t) -> ssize_t {
     // SAFETY: the caller's arguments.
     if let Some(r) = unsafe { nth_read(fd, buf, count, Some(off)) } {
         return r;
@@ -440,12 +404,7 @@ pub unsafe extern "C" fn pread64(
 /// # Safety
 /// As for libc's `pwrite`.
 #[no_mangle]
-pub unsafe extern "C" fn pwrite(
-    fd: c_int,
-    buf: *const c_void,
-    count: size_t,
-    off: off_t,
-) -> ssize_t {
+pub unsafe extern "C" fn pwrite(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
     // SAFETY: the caller's arguments.
     if let Some(r) = unsafe { nth_write(fd, buf, count) } {
         return r;
@@ -459,12 +418,7 @@ pub unsafe extern "C" fn pwrite(
 /// # Safety
 /// As for libc's `pwrite64`.
 #[no_mangle]
-pub unsafe extern "C" fn pwrite64(
-    fd: c_int,
-    buf: *const c_void,
-    count: size_t,
-    off: off_t,
-) -> ssize_t {
+pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t {
     // SAFETY: the caller's arguments.
     if let Some(r) = unsafe { nth_write(fd, buf, count) } {
         return r;
@@ -496,26 +450,12 @@ mod tests {
     fn fail_nth_paths() {
         let me = sys::getpid();
         let tid = sys::gettid();
-        assert_eq!(
-            target(format!("/proc/self/task/{tid}/fail-nth").as_bytes()),
-            Some(tid)
-        );
-        assert_eq!(
-            target(format!("/proc/{me}/task/{tid}/fail-nth").as_bytes()),
-            Some(tid)
-        );
+        assert_eq!(target(format!("/proc/self/task/{tid}/fail-nth").as_bytes()), Some(tid));
+        assert_eq!(target(format!("/proc/{me}/task/{tid}/fail-nth").as_bytes()), Some(tid));
         assert_eq!(target(b"/proc/thread-self/fail-nth"), Some(tid));
         assert_eq!(target(b"/proc/self/fail-nth"), Some(me as i32));
-        assert_eq!(
-            target(b"/proc/self/task/999999999/fail-nth"),
-            None,
-            "no such thread"
-        );
-        assert_eq!(
-            target(b"/proc/1/fail-nth").filter(|_| me != 1),
-            None,
-            "another process"
-        );
+        assert_eq!(target(b"/proc/self/task/999999999/fail-nth"), None, "no such thread");
+        assert_eq!(target(b"/proc/1/fail-nth").filter(|_| me != 1), None, "another process");
         assert_eq!(target(b"/proc/self/status"), None);
         assert_eq!(target(b"/proc/self/task/x/fail-nth"), None);
     }

@@ -169,8 +169,7 @@ pub fn maybe_engine(fd: i32) -> bool {
 /// Whether `fd` is one of the shim's private descriptors.
 #[inline(always)]
 pub fn is_private(fd: i32) -> bool {
-    fd >= 0
-        && FLAGS.get(fd as usize).is_some_and(|f| f.load(Ordering::Relaxed) & PRIVATE != 0)
+    fd >= 0 && FLAGS.get(fd as usize).is_some_and(|f| f.load(Ordering::Relaxed) & PRIVATE != 0)
 }
 
 /// Marks or unmarks `fd` as private.
@@ -464,12 +463,11 @@ pub fn drop_deferred() {
     if v.iter().any(|(fd, _)| fd.is_some()) && asym::available() {
         asym::heavy();
     }
-    let (now, later): (Deferred, Deferred) = v.into_iter().partition(|(fd, _)| {
-        match fd.and_then(|fd| usize::try_from(fd).ok()).and_then(|i| FAST.get(i)) {
+    let (now, later): (Deferred, Deferred) =
+        v.into_iter().partition(|(fd, _)| match fd.and_then(|fd| usize::try_from(fd).ok()).and_then(|i| FAST.get(i)) {
             Some(s) => !s.busy.load(Ordering::Acquire),
             None => true,
-        }
-    });
+        });
     for (fd, f) in later {
         defer(fd, f);
     }

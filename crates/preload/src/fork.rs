@@ -144,7 +144,8 @@ pub fn scan_inherited() {
     let mut buf = [0u64; 512];
     loop {
         // SAFETY: buf is a writable, 8-aligned buffer of the stated size.
-        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir.raw(), buf.as_mut_ptr(), std::mem::size_of_val(&buf)) };
+        let n =
+            unsafe { libc::syscall(libc::SYS_getdents64, dir.raw(), buf.as_mut_ptr(), std::mem::size_of_val(&buf)) };
         if n <= 0 {
             break;
         }

@@ -113,10 +113,20 @@ fn ensure_started(r: &mut Registry) -> Result<i32, Errno> {
     let all: u64 = !0;
     let mut old: u64 = 0;
     // SAFETY: valid 8-byte kernel signal sets.
-    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &all as *const u64, &mut old as *mut u64, 8usize) };
+    unsafe {
+        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &all as *const u64, &mut old as *mut u64, 8usize)
+    };
     let spawned = std::thread::Builder::new().name("uiommu-host".into()).spawn(move || service(raw));
     // SAFETY: restores the saved mask.
-    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &old as *const u64, std::ptr::null_mut::<u64>(), 8usize) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &old as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        )
+    };
     spawned.map_err(|_| Errno::ENOMEM)?;
     r.epoll = Some(ep);
     Ok(raw)

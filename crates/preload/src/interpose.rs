@@ -31,8 +31,7 @@ type FcntlFn = unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
 type ReadFn = unsafe extern "C" fn(c_int, *mut c_void, size_t) -> ssize_t;
 type WriteFn = unsafe extern "C" fn(c_int, *const c_void, size_t) -> ssize_t;
 type PollFn = unsafe extern "C" fn(*mut pollfd, nfds_t, c_int) -> c_int;
-type PpollFn =
-    unsafe extern "C" fn(*mut pollfd, nfds_t, *const libc::timespec, *const libc::sigset_t) -> c_int;
+type PpollFn = unsafe extern "C" fn(*mut pollfd, nfds_t, *const libc::timespec, *const libc::sigset_t) -> c_int;
 type MmapFn = unsafe extern "C" fn(*mut c_void, size_t, c_int, c_int, c_int, off_t) -> *mut c_void;
 type MunmapFn = unsafe extern "C" fn(*mut c_void, size_t) -> c_int;
 type CloseRangeFn = unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int;
@@ -798,7 +797,13 @@ unsafe fn poll_mixed(
         return r;
     }
     for ((dst, src), (f, ourbits)) in set.iter_mut().zip(&copy).zip(ours.iter().zip(saved)) {
-        dst.revents = if f.is_some() { ourbits } else if r < 0 { 0 } else { src.revents };
+        dst.revents = if f.is_some() {
+            ourbits
+        } else if r < 0 {
+            0
+        } else {
+            src.revents
+        };
     }
     ready + r.max(0)
 }
@@ -1375,5 +1380,10 @@ pub unsafe extern "C" fn sysv_signal(sig: c_int, handler: libc::sighandler_t) ->
 /// As for glibc's `__sysv_signal`.
 #[no_mangle]
 pub unsafe extern "C" fn __sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
-    signal_common(sig, handler, libc::SA_RESETHAND | libc::SA_NODEFER, real_sysv_signal_internal().or_else(real_sysv_signal))
+    signal_common(
+        sig,
+        handler,
+        libc::SA_RESETHAND | libc::SA_NODEFER,
+        real_sysv_signal_internal().or_else(real_sysv_signal),
+    )
 }

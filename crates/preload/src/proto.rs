@@ -28,7 +28,7 @@ pub mod op {
     /// The mapping of hold `a` is gone.
     pub const MUNMAP: u32 = 6;
     /// The client is about to close its descriptor: REPLY "go", then the client closes and
-    /// sends [`Ans`] on the reply channel, and the host answers with a second REPLY once it
+    /// sends [`Ans`](super::Ans) on the reply channel, and the host answers with a second REPLY once it
     /// has torn the file down if that was the last holder.
     pub const CLOSE: u32 = 7;
     /// Pinned-memory figures of pid `a`: REPLY `a` = VmPin pages, `b` = VmLck pages.

@@ -35,11 +35,7 @@ impl RealFn {
 
     #[cold]
     fn resolve(&self) -> Option<usize> {
-        if self
-            .addr
-            .compare_exchange(UNRESOLVED, RESOLVING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        if self.addr.compare_exchange(UNRESOLVED, RESOLVING, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return match self.addr.load(Ordering::Acquire) {
                 UNRESOLVED | RESOLVING | MISSING => None,
                 a => Some(a),

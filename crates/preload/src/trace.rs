@@ -64,15 +64,7 @@ fn setup() -> Option<Tracer> {
             let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC;
             // SAFETY: `path` is a NUL-terminated string alive across the call; the raw system
             // call bypasses the shim's own `open`.
-            let fd = unsafe {
-                libc::syscall(
-                    libc::SYS_openat,
-                    libc::AT_FDCWD,
-                    path.as_ptr(),
-                    flags,
-                    0o644,
-                )
-            };
+            let fd = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags, 0o644) };
             if fd < 0 {
                 return None;
             }
@@ -100,11 +92,7 @@ fn setup() -> Option<Tracer> {
     let counters = unsafe { std::slice::from_raw_parts(p as *const AtomicU64, WORDS) };
     // SAFETY: registers a plain `extern "C" fn()` that stays valid for the process's life.
     unsafe { libc::atexit(summary_at_exit) };
-    Some(Tracer {
-        fd,
-        root_pid: std::process::id(),
-        counters,
-    })
+    Some(Tracer { fd, root_pid: std::process::id(), counters })
 }
 
 fn write_all(fd: i32, mut b: &[u8]) {
@@ -120,34 +108,18 @@ fn write_all(fd: i32, mut b: &[u8]) {
 
 /// Read `buf.len()` bytes of this process's memory at `addr` (EFAULT-safe).
 fn read_own(addr: u64, buf: &mut [u8]) -> bool {
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as usize as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as usize as *mut libc::c_void, iov_len: buf.len() };
     // SAFETY: the local iovec covers exactly `buf`; the remote one is checked by the kernel
     // against our own address space (a bad pointer is EFAULT, not a fault).
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_process_vm_readv,
-            libc::getpid(),
-            &local,
-            1usize,
-            &remote,
-            1usize,
-            0usize,
-        )
-    };
+    let n =
+        unsafe { libc::syscall(libc::SYS_process_vm_readv, libc::getpid(), &local, 1usize, &remote, 1usize, 0usize) };
     n == buf.len() as i64
 }
 
 /// The command structure at `arg`: `min(size, known size)` bytes, or nothing if unreadable.
 fn snapshot(cmd: u32, arg: u64) -> Vec<u8> {
-    let Some(info) = uiommu_uapi::cmd_info(uiommu_uapi::ioc_nr(cmd)).filter(|i| i.ioctl == cmd)
-    else {
+    let Some(info) = uiommu_uapi::cmd_info(uiommu_uapi::ioc_nr(cmd)).filter(|i| i.ioctl == cmd) else {
         return Vec::new();
     };
     let mut size = [0u8; 4];
@@ -175,12 +147,7 @@ pub(crate) struct Pending {
 #[inline]
 pub(crate) fn begin(cmd: u32, arg: u64) -> Option<Pending> {
     tracer()?;
-    Some(keep_errno(|| Pending {
-        cmd,
-        arg,
-        before: snapshot(cmd, arg),
-        start: Instant::now(),
-    }))
+    Some(keep_errno(|| Pending { cmd, arg, before: snapshot(cmd, arg), start: Instant::now() }))
 }
 
 /// After it: write the line and count the call (nothing if `begin` returned `None`).
@@ -195,18 +162,10 @@ fn finish(p: Pending, result: &Result<i64, Errno>) {
     let ns = p.start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
     let Some(t) = tracer() else { return };
     keep_errno(|| {
-        let after = if result.is_ok() {
-            snapshot(p.cmd, p.arg)
-        } else {
-            Vec::new()
-        };
+        let after = if result.is_ok() { snapshot(p.cmd, p.arg) } else { Vec::new() };
         let line = describe::describe(p.cmd, &p.before, &after, result.map_err(|e| e.0));
         let pid = std::process::id();
-        let prefix = if pid == t.root_pid {
-            String::new()
-        } else {
-            format!("[pid {pid}] ")
-        };
+        let prefix = if pid == t.root_pid { String::new() } else { format!("[pid {pid}] ") };
         let text = format!("{prefix}{line} <{}>\n", describe::format_duration(ns));
         write_all(t.fd, text.as_bytes());
         let slot = describe::summary_slot(p.cmd);
@@ -238,10 +197,6 @@ extern "C" fn summary_at_exit() {
     if s.calls() == 0 {
         return;
     }
-    let text = format!(
-        "uiommu trace: summary for pid {} and its children\n{}",
-        t.root_pid,
-        s.render()
-    );
+    let text = format!("uiommu trace: summary for pid {} and its children\n{}", t.root_pid, s.render());
     write_all(t.fd, text.as_bytes());
 }

@@ -121,7 +121,14 @@ fn process_f() {
     test_cmd(fd, IOMMU_TEST_OP_MOCK_DOMAIN, ioas, &TestMockDomain::new_zeroed()).expect("MOCK_DOMAIN");
     // SAFETY: a fresh shared page, inherited by the children.
     let buf = unsafe {
-        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     assert_ne!(buf, libc::MAP_FAILED);
     // SAFETY: our page.
@@ -164,7 +171,8 @@ fn process_f() {
     }
     reap(c);
     // The child's mapping is the parent's too: one context.
-    let mut unmap = IommuIoasUnmap { size: std::mem::size_of::<IommuIoasUnmap>() as u32, ioas_id: ioas, iova: 0, length: u64::MAX };
+    let mut unmap =
+        IommuIoasUnmap { size: std::mem::size_of::<IommuIoasUnmap>() as u32, ioas_id: ioas, iova: 0, length: u64::MAX };
     ioctl(fd, IOMMU_IOAS_UNMAP, &mut unmap).expect("IOAS_UNMAP");
     assert_eq!(unmap.length, 4096, "the child's area");
 
@@ -362,7 +370,14 @@ fn process_b() {
     let ioas = u32::from_ne_bytes(data);
     // SAFETY: a fresh shared anonymous page.
     let buf = unsafe {
-        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     assert_ne!(buf, libc::MAP_FAILED);
     // SAFETY: buf is our page.

@@ -68,8 +68,8 @@ impl<T> BiasedMutex<T> {
         if asym::available() && !self.revoked.load(Ordering::Relaxed) {
             let me = thread_id();
             let o = self.owner.load(Ordering::Relaxed);
-            let mine = o == me
-                || (o == 0 && self.owner.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed).is_ok());
+            let mine =
+                o == me || (o == 0 && self.owner.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed).is_ok());
             // `busy` already set on the owner thread means it holds the lock: re-locking goes
             // to the slow path (and deadlocks there, like std's Mutex) instead of aliasing.
             if mine && !self.busy.load(Ordering::Relaxed) {

@@ -33,7 +33,9 @@ pub fn thread_id() -> usize {
         let v: usize;
         // SAFETY: reads the word at %fs:0, which the x86-64 TLS ABI requires to be the
         // thread pointer itself; no memory is written.
-        unsafe { core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) v, options(nostack, readonly, preserves_flags)) };
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) v, options(nostack, readonly, preserves_flags))
+        };
         v
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri))))]

@@ -223,9 +223,7 @@ fn test_cmd(b: &IommuTestCmd, a: &IommuTestCmd, i: &mut F, o: &mut F) {
                 i.hex("dev_flags", b.payload::<TestMockDomainFlags>().dev_flags);
             }
             let p: TestMockDomain = a.payload();
-            o.dec("out_stdev_id", p.out_stdev_id)
-                .dec("out_hwpt_id", p.out_hwpt_id)
-                .dec("out_idev_id", p.out_idev_id);
+            o.dec("out_stdev_id", p.out_stdev_id).dec("out_hwpt_id", p.out_hwpt_id).dec("out_idev_id", p.out_idev_id);
         }
         IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE => {
             i.dec("pt_id", b.payload::<TestMockDomainReplace>().pt_id);
@@ -233,50 +231,28 @@ fn test_cmd(b: &IommuTestCmd, a: &IommuTestCmd, i: &mut F, o: &mut F) {
         }
         IOMMU_TEST_OP_MD_CHECK_MAP => {
             let p: TestCheckMap = b.payload();
-            i.hex("iova", p.iova)
-                .hex("length", p.length)
-                .hex("uptr", p.uptr);
+            i.hex("iova", p.iova).hex("length", p.length).hex("uptr", p.uptr);
         }
         IOMMU_TEST_OP_MD_CHECK_REFS => {
             let p: TestCheckRefs = b.payload();
-            i.hex("uptr", p.uptr)
-                .hex("length", p.length)
-                .dec("refs", p.refs);
+            i.hex("uptr", p.uptr).hex("length", p.length).dec("refs", p.refs);
         }
         IOMMU_TEST_OP_CREATE_ACCESS => {
             i.hex("flags", b.payload::<TestCreateAccess>().flags);
-            o.dec(
-                "out_access_fd",
-                a.payload::<TestCreateAccess>().out_access_fd,
-            );
+            o.dec("out_access_fd", a.payload::<TestCreateAccess>().out_access_fd);
         }
         IOMMU_TEST_OP_DESTROY_ACCESS_PAGES => {
-            i.dec(
-                "access_pages_id",
-                b.payload::<TestDestroyAccessPages>().access_pages_id,
-            );
+            i.dec("access_pages_id", b.payload::<TestDestroyAccessPages>().access_pages_id);
         }
         IOMMU_TEST_OP_ACCESS_PAGES => {
             let p: TestAccessPages = b.payload();
-            i.hex("flags", p.flags)
-                .hex("iova", p.iova)
-                .hex("length", p.length)
-                .hex("uptr", p.uptr);
-            o.dec(
-                "out_access_pages_id",
-                a.payload::<TestAccessPages>().out_access_pages_id,
-            );
+            i.hex("flags", p.flags).hex("iova", p.iova).hex("length", p.length).hex("uptr", p.uptr);
+            o.dec("out_access_pages_id", a.payload::<TestAccessPages>().out_access_pages_id);
         }
         IOMMU_TEST_OP_ACCESS_RW => {
             let p: TestAccessRw = b.payload();
-            let fl = [
-                (MOCK_ACCESS_RW_WRITE as u64, "WRITE"),
-                (MOCK_ACCESS_RW_SLOW_PATH as u64, "SLOW_PATH"),
-            ];
-            i.hex("iova", p.iova)
-                .hex("length", p.length)
-                .hex("uptr", p.uptr)
-                .flags("flags", p.flags as u64, &fl);
+            let fl = [(MOCK_ACCESS_RW_WRITE as u64, "WRITE"), (MOCK_ACCESS_RW_SLOW_PATH as u64, "SLOW_PATH")];
+            i.hex("iova", p.iova).hex("length", p.length).hex("uptr", p.uptr).flags("flags", p.flags as u64, &fl);
         }
         IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT => {
             i.dec("limit", b.payload::<TestMemoryLimit>().limit);
@@ -286,10 +262,7 @@ fn test_cmd(b: &IommuTestCmd, a: &IommuTestCmd, i: &mut F, o: &mut F) {
         }
         IOMMU_TEST_OP_DIRTY => {
             let p: TestDirty = b.payload();
-            i.hex("iova", p.iova)
-                .hex("length", p.length)
-                .hex("page_size", p.page_size)
-                .hex("uptr", p.uptr);
+            i.hex("iova", p.iova).hex("length", p.length).hex("page_size", p.page_size).hex("uptr", p.uptr);
             o.dec("out_nr_dirty", a.payload::<TestDirty>().out_nr_dirty);
         }
         IOMMU_TEST_OP_TRIGGER_IOPF => {
@@ -329,8 +302,7 @@ fn test_cmd(b: &IommuTestCmd, a: &IommuTestCmd, i: &mut F, o: &mut F) {
         }
         IOMMU_TEST_OP_DMABUF_REVOKE => {
             let p: TestDmabufRevoke = b.payload();
-            i.sdec("dmabuf_fd", p.dmabuf_fd as i64)
-                .dec("revoked", p.revoked);
+            i.sdec("dmabuf_fd", p.dmabuf_fd as i64).dec("revoked", p.revoked);
         }
         _ => {}
     }
@@ -349,9 +321,7 @@ fn fields(cmd: u32, b: &[u8], a: &[u8]) -> (String, String) {
         }
         IOMMU_IOAS_ALLOW_IOVAS => {
             let c: IommuIoasAllowIovas = get(b);
-            i.dec("ioas_id", c.ioas_id)
-                .dec("num_iovas", c.num_iovas)
-                .hex("allowed_iovas", c.allowed_iovas);
+            i.dec("ioas_id", c.ioas_id).dec("num_iovas", c.num_iovas).hex("allowed_iovas", c.allowed_iovas);
         }
         IOMMU_IOAS_COPY => {
             let c: IommuIoasCopy = get(b);
@@ -367,17 +337,13 @@ fn fields(cmd: u32, b: &[u8], a: &[u8]) -> (String, String) {
         }
         IOMMU_IOAS_IOVA_RANGES => {
             let c: IommuIoasIovaRanges = get(b);
-            i.dec("ioas_id", c.ioas_id)
-                .dec("num_iovas", c.num_iovas)
-                .hex("allowed_iovas", c.allowed_iovas);
+            i.dec("ioas_id", c.ioas_id).dec("num_iovas", c.num_iovas).hex("allowed_iovas", c.allowed_iovas);
             let r: IommuIoasIovaRanges = get(a);
-            o.dec("num_iovas", r.num_iovas)
-                .hex("out_iova_alignment", r.out_iova_alignment);
+            o.dec("num_iovas", r.num_iovas).hex("out_iova_alignment", r.out_iova_alignment);
         }
         IOMMU_IOAS_MAP => {
             let c: IommuIoasMap = get(b);
-            i.dec("ioas_id", c.ioas_id)
-                .flags("flags", c.flags as u64, MAP_FLAGS);
+            i.dec("ioas_id", c.ioas_id).flags("flags", c.flags as u64, MAP_FLAGS);
             i.hex("user_va", c.user_va).hex("length", c.length);
             if c.flags & IOMMU_IOAS_MAP_FIXED_IOVA != 0 {
                 i.hex("iova", c.iova);
@@ -387,9 +353,7 @@ fn fields(cmd: u32, b: &[u8], a: &[u8]) -> (String, String) {
         }
         IOMMU_IOAS_MAP_FILE => {
             let c: IommuIoasMapFile = get(b);
-            i.dec("ioas_id", c.ioas_id)
-                .flags("flags", c.flags as u64, MAP_FLAGS)
-                .sdec("fd", c.fd as i64);
+            i.dec("ioas_id", c.ioas_id).flags("flags", c.flags as u64, MAP_FLAGS).sdec("fd", c.fd as i64);
             i.hex("start", c.start).hex("length", c.length);
             if c.flags & IOMMU_IOAS_MAP_FIXED_IOVA != 0 {
                 i.hex("iova", c.iova);
@@ -399,24 +363,14 @@ fn fields(cmd: u32, b: &[u8], a: &[u8]) -> (String, String) {
         }
         IOMMU_IOAS_UNMAP => {
             let c: IommuIoasUnmap = get(b);
-            i.dec("ioas_id", c.ioas_id)
-                .hex("iova", c.iova)
-                .hex("length", c.length);
+            i.dec("ioas_id", c.ioas_id).hex("iova", c.iova).hex("length", c.length);
             o.hex("length", get::<IommuIoasUnmap>(a).length);
         }
         IOMMU_OPTION => {
             let c: IommuOption = get(b);
-            let ids = [
-                (IOMMU_OPTION_RLIMIT_MODE, "RLIMIT_MODE"),
-                (IOMMU_OPTION_HUGE_PAGES, "HUGE_PAGES"),
-            ];
-            let ops = [
-                (IOMMU_OPTION_OP_SET as u32, "SET"),
-                (IOMMU_OPTION_OP_GET as u32, "GET"),
-            ];
-            i.name("option_id", c.option_id, &ids)
-                .name("op", c.op as u32, &ops)
-                .dec("object_id", c.object_id);
+            let ids = [(IOMMU_OPTION_RLIMIT_MODE, "RLIMIT_MODE"), (IOMMU_OPTION_HUGE_PAGES, "HUGE_PAGES")];
+            let ops = [(IOMMU_OPTION_OP_SET as u32, "SET"), (IOMMU_OPTION_OP_GET as u32, "GET")];
+            i.name("option_id", c.option_id, &ids).name("op", c.op as u32, &ops).dec("object_id", c.object_id);
             if c.op == IOMMU_OPTION_OP_SET {
                 i.dec("val64", c.val64);
             } else {
@@ -439,11 +393,8 @@ fn fields(cmd: u32, b: &[u8], a: &[u8]) -> (String, String) {
         }
         IOMMU_HWPT_ALLOC => {
             let c: IommuHwptAlloc = get(b);
-            i.flags("flags", c.flags as u64, HWPT_FLAGS)
-                .dec("dev_id", c.dev_id)
-                .dec("pt_id", c.pt_id);
-            i.name("data_type", c.data_type, HWPT_DATA)
-                .dec("data_len", c.data_len);
+            i.flags("flags", c.flags as u64, HWPT_FLAGS).dec("dev_id", c.dev_id).dec("pt_id", c.pt_id);
+            i.name("data_type", c.data_type, HWPT_DATA).dec("data_len", c.data_len);
             if c.flags & IOMMU_HWPT_FAULT_ID_VALID != 0 {
                 i.dec("fault_id", c.fault_id);
             }
@@ -451,17 +402,10 @@ fn fields(cmd: u32, b: &[u8], a: &[u8]) -> (String, String) {
         }
         IOMMU_GET_HW_INFO => {
             let c: IommuHwInfo = get(b);
-            i.hex("flags", c.flags)
-                .dec("dev_id", c.dev_id)
-                .dec("data_len", c.data_len);
+            i.hex("flags", c.flags).dec("dev_id", c.dev_id).dec("data_len", c.data_len);
             let r: IommuHwInfo = get(a);
-            o.dec("data_len", r.data_len)
-                .hex("out_data_type", r.out_data_type);
-            o.dec("out_max_pasid_log2", r.out_max_pasid_log2).flags(
-                "out_capabilities",
-                r.out_capabilities,
-                HW_CAPS,
-            );
+            o.dec("data_len", r.data_len).hex("out_data_type", r.out_data_type);
+            o.dec("out_max_pasid_log2", r.out_max_pasid_log2).flags("out_capabilities", r.out_capabilities, HW_CAPS);
         }
         IOMMU_HWPT_SET_DIRTY_TRACKING => {
             let c: IommuHwptSetDirtyTracking = get(b);
@@ -478,10 +422,7 @@ fn fields(cmd: u32, b: &[u8], a: &[u8]) -> (String, String) {
                 c.flags as u64,
                 &[(IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR as u64, "NO_CLEAR")],
             );
-            i.hex("iova", c.iova)
-                .hex("length", c.length)
-                .hex("page_size", c.page_size)
-                .hex("data", c.data);
+            i.hex("iova", c.iova).hex("length", c.length).hex("page_size", c.page_size).hex("data", c.data);
         }
         IOMMU_HWPT_INVALIDATE => {
             let c: IommuHwptInvalidate = get(b);
@@ -494,23 +435,17 @@ fn fields(cmd: u32, b: &[u8], a: &[u8]) -> (String, String) {
         IOMMU_FAULT_QUEUE_ALLOC => {
             i.hex("flags", get::<IommuFaultAlloc>(b).flags);
             let r: IommuFaultAlloc = get(a);
-            o.dec("out_fault_id", r.out_fault_id)
-                .dec("out_fault_fd", r.out_fault_fd);
+            o.dec("out_fault_id", r.out_fault_id).dec("out_fault_fd", r.out_fault_fd);
         }
         IOMMU_VIOMMU_ALLOC => {
             let c: IommuViommuAlloc = get(b);
-            i.hex("flags", c.flags)
-                .hex("type", c.type_)
-                .dec("dev_id", c.dev_id)
-                .dec("hwpt_id", c.hwpt_id);
+            i.hex("flags", c.flags).hex("type", c.type_).dec("dev_id", c.dev_id).dec("hwpt_id", c.hwpt_id);
             i.dec("data_len", c.data_len);
             o.dec("out_viommu_id", get::<IommuViommuAlloc>(a).out_viommu_id);
         }
         IOMMU_VDEVICE_ALLOC => {
             let c: IommuVdeviceAlloc = get(b);
-            i.dec("viommu_id", c.viommu_id)
-                .dec("dev_id", c.dev_id)
-                .hex("virt_id", c.virt_id);
+            i.dec("viommu_id", c.viommu_id).dec("dev_id", c.dev_id).hex("virt_id", c.virt_id);
             o.dec("out_vdevice_id", get::<IommuVdeviceAlloc>(a).out_vdevice_id);
         }
         IOMMU_IOAS_CHANGE_PROCESS => {}
@@ -521,21 +456,13 @@ fn fields(cmd: u32, b: &[u8], a: &[u8]) -> (String, String) {
                 .hex("type", c.type_)
                 .dec("veventq_depth", c.veventq_depth);
             let r: IommuVeventqAlloc = get(a);
-            o.dec("out_veventq_id", r.out_veventq_id)
-                .dec("out_veventq_fd", r.out_veventq_fd);
+            o.dec("out_veventq_id", r.out_veventq_id).dec("out_veventq_fd", r.out_veventq_fd);
         }
         IOMMU_HW_QUEUE_ALLOC => {
             let c: IommuHwQueueAlloc = get(b);
-            i.hex("flags", c.flags)
-                .dec("viommu_id", c.viommu_id)
-                .hex("type", c.type_)
-                .dec("index", c.index);
-            i.hex("nesting_parent_iova", c.nesting_parent_iova)
-                .hex("length", c.length);
-            o.dec(
-                "out_hw_queue_id",
-                get::<IommuHwQueueAlloc>(a).out_hw_queue_id,
-            );
+            i.hex("flags", c.flags).dec("viommu_id", c.viommu_id).hex("type", c.type_).dec("index", c.index);
+            i.hex("nesting_parent_iova", c.nesting_parent_iova).hex("length", c.length);
+            o.dec("out_hw_queue_id", get::<IommuHwQueueAlloc>(a).out_hw_queue_id);
         }
         IOMMU_TEST_CMD => test_cmd(&get(b), &get(a), &mut i, &mut o),
         _ => {}
@@ -600,11 +527,7 @@ pub fn summary_slot(cmd: u32) -> usize {
 pub fn summary_slot_name(slot: usize) -> &'static str {
     match slot {
         0..=32 => crate::cmd_info(IOMMUFD_CMD_BASE + slot as u8).map_or("?", |i| i.name),
-        33..=50 => ioctl_name(crate::io(
-            vfio::VFIO_TYPE,
-            vfio::VFIO_BASE + (slot - 33) as u8,
-        ))
-        .unwrap_or("?"),
+        33..=50 => ioctl_name(crate::io(vfio::VFIO_TYPE, vfio::VFIO_BASE + (slot - 33) as u8)).unwrap_or("?"),
         _ => "other",
     }
 }
@@ -637,12 +560,7 @@ impl Summary {
     /// Count one call of `cmd` that took `ns` nanoseconds.
     pub fn record(&mut self, cmd: u32, failed: bool, ns: u64) {
         let name = ioctl_name(cmd).map_or_else(|| format!("ioctl({cmd:#x})"), str::to_string);
-        self.add(SummaryRow {
-            name,
-            calls: 1,
-            errors: failed as u64,
-            total_ns: ns,
-        });
+        self.add(SummaryRow { name, calls: 1, errors: failed as u64, total_ns: ns });
     }
 
     /// Add a row (merged with an existing row of the same name).
@@ -660,11 +578,7 @@ impl Summary {
     /// The rows, by decreasing total time.
     pub fn rows(&self) -> Vec<SummaryRow> {
         let mut v: Vec<_> = self.rows.iter().filter(|r| r.calls > 0).cloned().collect();
-        v.sort_by(|a, b| {
-            b.total_ns
-                .cmp(&a.total_ns)
-                .then_with(|| a.name.cmp(&b.name))
-        });
+        v.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then_with(|| a.name.cmp(&b.name)));
         v
     }
 
@@ -678,23 +592,11 @@ impl Summary {
         let rows = self.rows();
         let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(5);
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "{:>6} {:>7} {:>7} {:>10} {:>10}  ioctl",
-            "% time", "calls", "errors", "total", "avg"
-        );
-        let _ = writeln!(
-            s,
-            "{:->6} {:->7} {:->7} {:->10} {:->10}  {:-<w$}",
-            "", "", "", "", "", ""
-        );
+        let _ = writeln!(s, "{:>6} {:>7} {:>7} {:>10} {:>10}  ioctl", "% time", "calls", "errors", "total", "avg");
+        let _ = writeln!(s, "{:->6} {:->7} {:->7} {:->10} {:->10}  {:-<w$}", "", "", "", "", "", "");
         let total_ns: u64 = rows.iter().map(|r| r.total_ns).sum();
         for r in &rows {
-            let pct = if total_ns == 0 {
-                0.0
-            } else {
-                r.total_ns as f64 * 100.0 / total_ns as f64
-            };
+            let pct = if total_ns == 0 { 0.0 } else { r.total_ns as f64 * 100.0 / total_ns as f64 };
             let avg = r.total_ns / r.calls.max(1);
             let _ = writeln!(
                 s,
@@ -706,11 +608,7 @@ impl Summary {
                 r.name
             );
         }
-        let _ = writeln!(
-            s,
-            "{:->6} {:->7} {:->7} {:->10} {:->10}  {:-<w$}",
-            "", "", "", "", "", ""
-        );
+        let _ = writeln!(s, "{:->6} {:->7} {:->7} {:->10} {:->10}  {:-<w$}", "", "", "", "", "", "");
         let calls: u64 = rows.iter().map(|r| r.calls).sum();
         let errors: u64 = rows.iter().map(|r| r.errors).sum();
         let _ = writeln!(
@@ -750,31 +648,21 @@ mod tests {
         let l = describe(IOMMU_IOAS_MAP, m.as_bytes(), after.as_bytes(), Ok(0));
         assert!(l.ends_with("length=0x40000) = 0 {iova=0x1234000}"), "{l}");
 
-        let u = IommuIoasUnmap {
-            ioas_id: 2,
-            iova: 0x400000,
-            length: 0x40000,
-            ..IommuIoasUnmap::new_sized()
-        };
+        let u = IommuIoasUnmap { ioas_id: 2, iova: 0x400000, length: 0x40000, ..IommuIoasUnmap::new_sized() };
         let l = describe(IOMMU_IOAS_UNMAP, u.as_bytes(), u.as_bytes(), Err(2));
-        assert_eq!(l, "IOMMU_IOAS_UNMAP(ioas_id=2, iova=0x400000, length=0x40000) = -1 ENOENT (No such file or directory)");
+        assert_eq!(
+            l,
+            "IOMMU_IOAS_UNMAP(ioas_id=2, iova=0x400000, length=0x40000) = -1 ENOENT (No such file or directory)"
+        );
         let l = describe(IOMMU_IOAS_UNMAP, u.as_bytes(), u.as_bytes(), Ok(0));
         assert!(l.ends_with("= 0 {length=0x40000}"), "{l}");
     }
 
     #[test]
     fn other_commands() {
-        let a = IommuIoasAlloc {
-            out_ioas_id: 3,
-            ..IommuIoasAlloc::new_sized()
-        };
+        let a = IommuIoasAlloc { out_ioas_id: 3, ..IommuIoasAlloc::new_sized() };
         assert_eq!(
-            describe(
-                IOMMU_IOAS_ALLOC,
-                IommuIoasAlloc::new_sized().as_bytes(),
-                a.as_bytes(),
-                Ok(0)
-            ),
+            describe(IOMMU_IOAS_ALLOC, IommuIoasAlloc::new_sized().as_bytes(), a.as_bytes(), Ok(0)),
             "IOMMU_IOAS_ALLOC(flags=0x0) = 0 {out_ioas_id=3}"
         );
         // Short structure: zero-filled; unreadable: marked.
@@ -782,19 +670,12 @@ mod tests {
             describe(IOMMU_DESTROY, &8u32.to_ne_bytes(), &[], Err(16)),
             "IOMMU_DESTROY(id=0) = -1 EBUSY (Device or resource busy)"
         );
-        assert_eq!(
-            describe(IOMMU_DESTROY, &[], &[], Err(14)),
-            "IOMMU_DESTROY(<unreadable>) = -1 EFAULT (Bad address)"
-        );
+        assert_eq!(describe(IOMMU_DESTROY, &[], &[], Err(14)), "IOMMU_DESTROY(<unreadable>) = -1 EFAULT (Bad address)");
         let t = IommuTestCmd::new(IOMMU_TEST_OP_MOCK_DOMAIN, 1, &TestMockDomain::default());
         let r = IommuTestCmd::new(
             IOMMU_TEST_OP_MOCK_DOMAIN,
             1,
-            &TestMockDomain {
-                out_stdev_id: 2,
-                out_hwpt_id: 3,
-                out_idev_id: 4,
-            },
+            &TestMockDomain { out_stdev_id: 2, out_hwpt_id: 3, out_idev_id: 4 },
         );
         assert_eq!(
             describe(IOMMU_TEST_CMD, t.as_bytes(), r.as_bytes(), Ok(0)),
@@ -807,24 +688,10 @@ mod tests {
             ..IommuHwptAlloc::new_sized()
         };
         let l = describe(IOMMU_HWPT_ALLOC, h.as_bytes(), h.as_bytes(), Err(95));
-        assert!(
-            l.starts_with(
-                "IOMMU_HWPT_ALLOC(flags=DIRTY_TRACKING|0x100, dev_id=4, pt_id=1, data_type=NONE"
-            ),
-            "{l}"
-        );
-        assert!(
-            l.ends_with("= -1 EOPNOTSUPP (Operation not supported)"),
-            "{l}"
-        );
-        assert_eq!(
-            describe(crate::vfio::VFIO_GET_API_VERSION, &[], &[], Ok(0)),
-            "VFIO_GET_API_VERSION() = 0"
-        );
-        assert_eq!(
-            describe(0x1234, &[], &[], Err(25)),
-            "ioctl(0x1234)() = -1 ENOTTY (Inappropriate ioctl for device)"
-        );
+        assert!(l.starts_with("IOMMU_HWPT_ALLOC(flags=DIRTY_TRACKING|0x100, dev_id=4, pt_id=1, data_type=NONE"), "{l}");
+        assert!(l.ends_with("= -1 EOPNOTSUPP (Operation not supported)"), "{l}");
+        assert_eq!(describe(crate::vfio::VFIO_GET_API_VERSION, &[], &[], Ok(0)), "VFIO_GET_API_VERSION() = 0");
+        assert_eq!(describe(0x1234, &[], &[], Err(25)), "ioctl(0x1234)() = -1 ENOTTY (Inappropriate ioctl for device)");
         // A number whose nr is iommufd's but whose type differs is not iommufd's.
         assert_eq!(ioctl_name(0x4185), None);
     }
@@ -839,10 +706,7 @@ mod tests {
             let z = vec![0u8; info.size];
             let _ = describe(info.ioctl, &z, &z, Ok(0));
         }
-        assert_eq!(
-            summary_slot_name(summary_slot(crate::vfio::VFIO_IOMMU_MAP_DMA)),
-            "VFIO_IOMMU_MAP_DMA"
-        );
+        assert_eq!(summary_slot_name(summary_slot(crate::vfio::VFIO_IOMMU_MAP_DMA)), "VFIO_IOMMU_MAP_DMA");
         assert_eq!(summary_slot(0x1234), SUMMARY_SLOTS - 1);
         assert_eq!(summary_slot_name(SUMMARY_SLOTS - 1), "other");
         for op in 0..30 {
@@ -859,22 +723,11 @@ mod tests {
         s.record(IOMMU_IOAS_UNMAP, false, 2000);
         assert_eq!(s.calls(), 3);
         let rows = s.rows();
-        assert_eq!(
-            rows[0],
-            SummaryRow {
-                name: "IOMMU_IOAS_MAP".into(),
-                calls: 2,
-                errors: 1,
-                total_ns: 4000
-            }
-        );
+        assert_eq!(rows[0], SummaryRow { name: "IOMMU_IOAS_MAP".into(), calls: 2, errors: 1, total_ns: 4000 });
         let t = s.render();
         assert!(t.contains("IOMMU_IOAS_UNMAP") && t.contains("total"), "{t}");
         let map_line = t.lines().find(|l| l.ends_with("IOMMU_IOAS_MAP")).unwrap();
-        assert!(
-            map_line.contains(" 66.67 ") && map_line.contains("4.0us"),
-            "{map_line}"
-        );
+        assert!(map_line.contains(" 66.67 ") && map_line.contains("4.0us"), "{map_line}");
         assert_eq!(format_duration(850), "850ns");
         assert_eq!(format_duration(12_340), "12.3us");
         assert_eq!(format_duration(4_560_000), "4.56ms");

@@ -85,8 +85,7 @@ pub const IOMMU_HWPT_ALLOC: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_HWPT_ALLOC);
 /// Query IOMMU hardware information for a device ([`IommuHwInfo`]).
 pub const IOMMU_GET_HW_INFO: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_GET_HW_INFO);
 /// Switch dirty tracking of a HWPT on or off ([`IommuHwptSetDirtyTracking`]).
-pub const IOMMU_HWPT_SET_DIRTY_TRACKING: u32 =
-    io(IOMMUFD_TYPE, IOMMUFD_CMD_HWPT_SET_DIRTY_TRACKING);
+pub const IOMMU_HWPT_SET_DIRTY_TRACKING: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_HWPT_SET_DIRTY_TRACKING);
 /// Read (and by default clear) a HWPT's dirty bitmap ([`IommuHwptGetDirtyBitmap`]).
 pub const IOMMU_HWPT_GET_DIRTY_BITMAP: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_HWPT_GET_DIRTY_BITMAP);
 /// Flush caches of a nested HWPT or vIOMMU ([`IommuHwptInvalidate`]).
@@ -130,9 +129,7 @@ macro_rules! command {
 
 /// Argument of [`IOMMU_DESTROY`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuDestroy {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -140,19 +137,11 @@ pub struct IommuDestroy {
     pub id: u32,
 }
 assert_layout!(IommuDestroy, 8; size = 0, id = 4);
-command!(
-    IommuDestroy,
-    IOMMUFD_CMD_DESTROY,
-    IOMMU_DESTROY,
-    "IOMMU_DESTROY",
-    min = id
-);
+command!(IommuDestroy, IOMMUFD_CMD_DESTROY, IOMMU_DESTROY, "IOMMU_DESTROY", min = id);
 
 /// Argument of [`IOMMU_IOAS_ALLOC`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuIoasAlloc {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -162,19 +151,11 @@ pub struct IommuIoasAlloc {
     pub out_ioas_id: u32,
 }
 assert_layout!(IommuIoasAlloc, 12; size = 0, flags = 4, out_ioas_id = 8);
-command!(
-    IommuIoasAlloc,
-    IOMMUFD_CMD_IOAS_ALLOC,
-    IOMMU_IOAS_ALLOC,
-    "IOMMU_IOAS_ALLOC",
-    min = out_ioas_id
-);
+command!(IommuIoasAlloc, IOMMUFD_CMD_IOAS_ALLOC, IOMMU_IOAS_ALLOC, "IOMMU_IOAS_ALLOC", min = out_ioas_id);
 
 /// An inclusive IOVA interval `[start, last]`.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuIovaRange {
     /// First IOVA of the interval.
     pub start: u64,
@@ -185,9 +166,7 @@ assert_layout!(IommuIovaRange, 16; start = 0, last = 8);
 
 /// Argument of [`IOMMU_IOAS_IOVA_RANGES`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuIoasIovaRanges {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -214,9 +193,7 @@ command!(
 
 /// Argument of [`IOMMU_IOAS_ALLOW_IOVAS`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuIoasAllowIovas {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -248,9 +225,7 @@ pub const IOMMU_IOAS_MAP_READABLE: u32 = 1 << 2;
 
 /// Argument of [`IOMMU_IOAS_MAP`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuIoasMap {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -269,19 +244,11 @@ pub struct IommuIoasMap {
 }
 assert_layout!(IommuIoasMap, 40; size = 0, flags = 4, ioas_id = 8, reserved = 12, user_va = 16,
     length = 24, iova = 32);
-command!(
-    IommuIoasMap,
-    IOMMUFD_CMD_IOAS_MAP,
-    IOMMU_IOAS_MAP,
-    "IOMMU_IOAS_MAP",
-    min = iova
-);
+command!(IommuIoasMap, IOMMUFD_CMD_IOAS_MAP, IOMMU_IOAS_MAP, "IOMMU_IOAS_MAP", min = iova);
 
 /// Argument of [`IOMMU_IOAS_MAP_FILE`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuIoasMapFile {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -300,19 +267,11 @@ pub struct IommuIoasMapFile {
 }
 assert_layout!(IommuIoasMapFile, 40; size = 0, flags = 4, ioas_id = 8, fd = 12, start = 16,
     length = 24, iova = 32);
-command!(
-    IommuIoasMapFile,
-    IOMMUFD_CMD_IOAS_MAP_FILE,
-    IOMMU_IOAS_MAP_FILE,
-    "IOMMU_IOAS_MAP_FILE",
-    min = iova
-);
+command!(IommuIoasMapFile, IOMMUFD_CMD_IOAS_MAP_FILE, IOMMU_IOAS_MAP_FILE, "IOMMU_IOAS_MAP_FILE", min = iova);
 
 /// Argument of [`IOMMU_IOAS_COPY`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuIoasCopy {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -331,19 +290,11 @@ pub struct IommuIoasCopy {
 }
 assert_layout!(IommuIoasCopy, 40; size = 0, flags = 4, dst_ioas_id = 8, src_ioas_id = 12,
     length = 16, dst_iova = 24, src_iova = 32);
-command!(
-    IommuIoasCopy,
-    IOMMUFD_CMD_IOAS_COPY,
-    IOMMU_IOAS_COPY,
-    "IOMMU_IOAS_COPY",
-    min = src_iova
-);
+command!(IommuIoasCopy, IOMMUFD_CMD_IOAS_COPY, IOMMU_IOAS_COPY, "IOMMU_IOAS_COPY", min = src_iova);
 
 /// Argument of [`IOMMU_IOAS_UNMAP`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuIoasUnmap {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -355,13 +306,7 @@ pub struct IommuIoasUnmap {
     pub length: u64,
 }
 assert_layout!(IommuIoasUnmap, 24; size = 0, ioas_id = 4, iova = 8, length = 16);
-command!(
-    IommuIoasUnmap,
-    IOMMUFD_CMD_IOAS_UNMAP,
-    IOMMU_IOAS_UNMAP,
-    "IOMMU_IOAS_UNMAP",
-    min = length
-);
+command!(IommuIoasUnmap, IOMMUFD_CMD_IOAS_UNMAP, IOMMU_IOAS_UNMAP, "IOMMU_IOAS_UNMAP", min = length);
 
 /// Option id: RLIMIT_MEMLOCK accounting mode of the context (0 user, 1 mm).
 pub const IOMMU_OPTION_RLIMIT_MODE: u32 = 0;
@@ -375,9 +320,7 @@ pub const IOMMU_OPTION_OP_GET: u16 = 1;
 
 /// Argument of [`IOMMU_OPTION`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuOption {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -394,13 +337,7 @@ pub struct IommuOption {
 }
 assert_layout!(IommuOption, 24; size = 0, option_id = 4, op = 8, reserved = 10, object_id = 12,
     val64 = 16);
-command!(
-    IommuOption,
-    IOMMUFD_CMD_OPTION,
-    IOMMU_OPTION,
-    "IOMMU_OPTION",
-    min = val64
-);
+command!(IommuOption, IOMMUFD_CMD_OPTION, IOMMU_OPTION, "IOMMU_OPTION", min = val64);
 
 /// VFIO-IOAS operation: report the compatibility IOAS.
 pub const IOMMU_VFIO_IOAS_GET: u16 = 0;
@@ -411,9 +348,7 @@ pub const IOMMU_VFIO_IOAS_CLEAR: u16 = 2;
 
 /// Argument of [`IOMMU_VFIO_IOAS`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuVfioIoas {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -425,13 +360,7 @@ pub struct IommuVfioIoas {
     pub reserved: u16,
 }
 assert_layout!(IommuVfioIoas, 12; size = 0, ioas_id = 4, op = 8, reserved = 10);
-command!(
-    IommuVfioIoas,
-    IOMMUFD_CMD_VFIO_IOAS,
-    IOMMU_VFIO_IOAS,
-    "IOMMU_VFIO_IOAS",
-    min = reserved
-);
+command!(IommuVfioIoas, IOMMUFD_CMD_VFIO_IOAS, IOMMU_VFIO_IOAS, "IOMMU_VFIO_IOAS", min = reserved);
 
 /// HWPT alloc flag: the HWPT may act as a nesting parent.
 pub const IOMMU_HWPT_ALLOC_NEST_PARENT: u32 = 1 << 0;
@@ -451,9 +380,7 @@ pub const IOMMU_VTD_S1_WPE: u64 = 1 << 2;
 
 /// Intel VT-d stage-1 page table description ([`IOMMU_HWPT_DATA_VTD_S1`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwptVtdS1 {
     /// `IOMMU_VTD_S1_*` flags.
     pub flags: u64,
@@ -468,9 +395,7 @@ assert_layout!(IommuHwptVtdS1, 24; flags = 0, pgtbl_addr = 8, addr_width = 16, r
 
 /// ARM SMMUv3 nested stream table entry ([`IOMMU_HWPT_DATA_ARM_SMMUV3`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwptArmSmmuv3 {
     /// First two little-endian double words of the STE.
     pub ste: [u64; 2],
@@ -479,9 +404,7 @@ assert_layout!(IommuHwptArmSmmuv3, 16; ste = 0);
 
 /// AMD guest I/O page table description ([`IOMMU_HWPT_DATA_AMD_GUEST`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwptAmdGuest {
     /// Guest device table entry.
     pub dte: [u64; 4],
@@ -499,9 +422,7 @@ pub const IOMMU_HWPT_DATA_AMD_GUEST: u32 = 3;
 
 /// Argument of [`IOMMU_HWPT_ALLOC`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwptAlloc {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -528,13 +449,7 @@ pub struct IommuHwptAlloc {
 }
 assert_layout!(IommuHwptAlloc, 48; size = 0, flags = 4, dev_id = 8, pt_id = 12, out_hwpt_id = 16,
     reserved = 20, data_type = 24, data_len = 28, data_uptr = 32, fault_id = 40, reserved2 = 44);
-command!(
-    IommuHwptAlloc,
-    IOMMUFD_CMD_HWPT_ALLOC,
-    IOMMU_HWPT_ALLOC,
-    "IOMMU_HWPT_ALLOC",
-    min = reserved
-);
+command!(IommuHwptAlloc, IOMMUFD_CMD_HWPT_ALLOC, IOMMU_HWPT_ALLOC, "IOMMU_HWPT_ALLOC", min = reserved);
 
 /// VT-d hw-info flag: read-only mappings are refused on nest parents
 /// (erratum 772415).
@@ -542,9 +457,7 @@ pub const IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17: u32 = 1 << 0;
 
 /// Intel VT-d hardware information ([`IOMMU_HW_INFO_TYPE_INTEL_VTD`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwInfoVtd {
     /// `IOMMU_HW_INFO_VTD_*` flags.
     pub flags: u32,
@@ -559,9 +472,7 @@ assert_layout!(IommuHwInfoVtd, 24; flags = 0, reserved = 4, cap_reg = 8, ecap_re
 
 /// ARM SMMUv3 hardware information ([`IOMMU_HW_INFO_TYPE_ARM_SMMUV3`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwInfoArmSmmuv3 {
     /// Always 0.
     pub flags: u32,
@@ -579,9 +490,7 @@ assert_layout!(IommuHwInfoArmSmmuv3, 40; flags = 0, reserved = 4, idr = 8, iidr 
 /// NVIDIA Tegra241 CMDQV hardware information
 /// ([`IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwInfoTegra241Cmdqv {
     /// Always 0.
     pub flags: u32,
@@ -599,9 +508,7 @@ assert_layout!(IommuHwInfoTegra241Cmdqv, 8; flags = 0, version = 4, log2vcmdqs =
 
 /// AMD IOMMU hardware information ([`IOMMU_HW_INFO_TYPE_AMD`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwInfoAmd {
     /// Extended feature register.
     pub efr: u64,
@@ -641,9 +548,7 @@ pub const IOMMU_HW_INFO_FLAG_INPUT_TYPE: u32 = 1 << 0;
 /// stored as `out_data_type` and [`IommuHwInfo::in_data_type`] /
 /// [`IommuHwInfo::set_in_data_type`] give the input view.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwInfo {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -667,13 +572,7 @@ pub struct IommuHwInfo {
 }
 assert_layout!(IommuHwInfo, 40; size = 0, flags = 4, dev_id = 8, data_len = 12, data_uptr = 16,
     out_data_type = 24, out_max_pasid_log2 = 28, reserved = 29, out_capabilities = 32);
-command!(
-    IommuHwInfo,
-    IOMMUFD_CMD_GET_HW_INFO,
-    IOMMU_GET_HW_INFO,
-    "IOMMU_GET_HW_INFO",
-    min = reserved
-);
+command!(IommuHwInfo, IOMMUFD_CMD_GET_HW_INFO, IOMMU_GET_HW_INFO, "IOMMU_GET_HW_INFO", min = reserved);
 
 impl IommuHwInfo {
     /// The input view of the shared type field.
@@ -692,9 +591,7 @@ pub const IOMMU_HWPT_DIRTY_TRACKING_ENABLE: u32 = 1;
 
 /// Argument of [`IOMMU_HWPT_SET_DIRTY_TRACKING`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwptSetDirtyTracking {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -719,9 +616,7 @@ pub const IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR: u32 = 1;
 
 /// Argument of [`IOMMU_HWPT_GET_DIRTY_BITMAP`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwptGetDirtyBitmap {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -760,9 +655,7 @@ pub const IOMMU_VTD_INV_FLAGS_LEAF: u32 = 1 << 0;
 
 /// One Intel VT-d stage-1 invalidation request.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwptVtdS1Invalidate {
     /// Start address (4 KiB aligned).
     pub addr: u64,
@@ -777,9 +670,7 @@ assert_layout!(IommuHwptVtdS1Invalidate, 24; addr = 0, npages = 8, flags = 16, r
 
 /// One ARM SMMUv3 invalidation command (little-endian).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuViommuArmSmmuv3Invalidate {
     /// 128-bit CMDQ command.
     pub cmd: [u64; 2],
@@ -788,9 +679,7 @@ assert_layout!(IommuViommuArmSmmuv3Invalidate, 16; cmd = 0);
 
 /// Argument of [`IOMMU_HWPT_INVALIDATE`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwptInvalidate {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -833,9 +722,7 @@ pub const IOMMU_PGFAULT_PERM_PRIV: u32 = 1 << 3;
 
 /// One fault message read from a fault queue fd.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwptPgfault {
     /// `IOMMU_PGFAULT_FLAGS_*` flags.
     pub flags: u32,
@@ -866,9 +753,7 @@ pub const IOMMUFD_PAGE_RESP_INVALID: u32 = 1;
 
 /// One response written to a fault queue fd.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwptPageResponse {
     /// Cookie from the fault message.
     pub cookie: u32,
@@ -879,9 +764,7 @@ assert_layout!(IommuHwptPageResponse, 8; cookie = 0, code = 4);
 
 /// Argument of [`IOMMU_FAULT_QUEUE_ALLOC`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuFaultAlloc {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -910,9 +793,7 @@ pub const IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV: u32 = 2;
 
 /// Tegra241 CMDQV vIOMMU driver data ([`IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuViommuTegra241Cmdqv {
     /// Output: mmap offset of the VINTF page 0.
     pub out_vintf_mmap_offset: u64,
@@ -923,9 +804,7 @@ assert_layout!(IommuViommuTegra241Cmdqv, 16; out_vintf_mmap_offset = 0, out_vint
 
 /// Argument of [`IOMMU_VIOMMU_ALLOC`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuViommuAlloc {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -948,19 +827,11 @@ pub struct IommuViommuAlloc {
 }
 assert_layout!(IommuViommuAlloc, 40; size = 0, flags = 4, type_ = 8, dev_id = 12, hwpt_id = 16,
     out_viommu_id = 20, data_len = 24, reserved = 28, data_uptr = 32);
-command!(
-    IommuViommuAlloc,
-    IOMMUFD_CMD_VIOMMU_ALLOC,
-    IOMMU_VIOMMU_ALLOC,
-    "IOMMU_VIOMMU_ALLOC",
-    min = out_viommu_id
-);
+command!(IommuViommuAlloc, IOMMUFD_CMD_VIOMMU_ALLOC, IOMMU_VIOMMU_ALLOC, "IOMMU_VIOMMU_ALLOC", min = out_viommu_id);
 
 /// Argument of [`IOMMU_VDEVICE_ALLOC`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuVdeviceAlloc {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -975,19 +846,11 @@ pub struct IommuVdeviceAlloc {
 }
 assert_layout!(IommuVdeviceAlloc, 24; size = 0, viommu_id = 4, dev_id = 8, out_vdevice_id = 12,
     virt_id = 16);
-command!(
-    IommuVdeviceAlloc,
-    IOMMUFD_CMD_VDEVICE_ALLOC,
-    IOMMU_VDEVICE_ALLOC,
-    "IOMMU_VDEVICE_ALLOC",
-    min = virt_id
-);
+command!(IommuVdeviceAlloc, IOMMUFD_CMD_VDEVICE_ALLOC, IOMMU_VDEVICE_ALLOC, "IOMMU_VDEVICE_ALLOC", min = virt_id);
 
 /// Argument of [`IOMMU_IOAS_CHANGE_PROCESS`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuIoasChangeProcess {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -1008,9 +871,7 @@ pub const IOMMU_VEVENTQ_FLAG_LOST_EVENTS: u32 = 1 << 0;
 
 /// Header preceding every event read from a vEVENTQ fd.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommufdVeventHeader {
     /// `IOMMU_VEVENTQ_FLAG_*` flags.
     pub flags: u32,
@@ -1028,9 +889,7 @@ pub const IOMMU_VEVENTQ_TYPE_TEGRA241_CMDQV: u32 = 2;
 
 /// ARM SMMUv3 virtual event record (little-endian).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuVeventArmSmmuv3 {
     /// 256-bit event record.
     pub evt: [u64; 4],
@@ -1039,9 +898,7 @@ assert_layout!(IommuVeventArmSmmuv3, 32; evt = 0);
 
 /// Tegra241 CMDQV virtual event (little-endian).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuVeventTegra241Cmdqv {
     /// 128-bit logical VCMDQ error map.
     pub lvcmdq_err_map: [u64; 2],
@@ -1050,9 +907,7 @@ assert_layout!(IommuVeventTegra241Cmdqv, 16; lvcmdq_err_map = 0);
 
 /// Argument of [`IOMMU_VEVENTQ_ALLOC`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuVeventqAlloc {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -1088,9 +943,7 @@ pub const IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV: u32 = 1;
 
 /// Argument of [`IOMMU_HW_QUEUE_ALLOC`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwQueueAlloc {
     /// Structure size supplied by the caller.
     pub size: u32,
@@ -1111,13 +964,7 @@ pub struct IommuHwQueueAlloc {
 }
 assert_layout!(IommuHwQueueAlloc, 40; size = 0, flags = 4, viommu_id = 8, type_ = 12, index = 16,
     out_hw_queue_id = 20, nesting_parent_iova = 24, length = 32);
-command!(
-    IommuHwQueueAlloc,
-    IOMMUFD_CMD_HW_QUEUE_ALLOC,
-    IOMMU_HW_QUEUE_ALLOC,
-    "IOMMU_HW_QUEUE_ALLOC",
-    min = length
-);
+command!(IommuHwQueueAlloc, IOMMUFD_CMD_HW_QUEUE_ALLOC, IOMMU_HW_QUEUE_ALLOC, "IOMMU_HW_QUEUE_ALLOC", min = length);
 
 // Alignment of every structure holding a 64-bit field is 8, as in C.
 const _: () = {

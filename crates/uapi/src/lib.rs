@@ -116,13 +116,8 @@ pub trait IommufdCmd: FromBytes + IntoBytes + Immutable + KnownLayout + Copy + D
     /// Minimum `size` value accepted by the kernel.
     const MIN_SIZE: usize;
     /// The [`CmdInfo`] row describing this command.
-    const INFO: CmdInfo = CmdInfo {
-        nr: Self::NR,
-        ioctl: Self::IOCTL,
-        name: Self::NAME,
-        size: Self::SIZE,
-        min_size: Self::MIN_SIZE,
-    };
+    const INFO: CmdInfo =
+        CmdInfo { nr: Self::NR, ioctl: Self::IOCTL, name: Self::NAME, size: Self::SIZE, min_size: Self::MIN_SIZE };
 
     /// A zeroed structure whose leading `size` field is set to [`Self::SIZE`].
     fn new_sized() -> Self {
@@ -266,12 +261,7 @@ mod tests {
         ];
         assert_eq!(IOMMUFD_CMDS.len(), expect.len());
         for (info, &(nr, size, min)) in IOMMUFD_CMDS.iter().zip(expect) {
-            assert_eq!(
-                (info.nr, info.size, info.min_size),
-                (nr, size, min),
-                "{}",
-                info.name
-            );
+            assert_eq!((info.nr, info.size, info.min_size), (nr, size, min), "{}", info.name);
             assert_eq!(info.ioctl, 0x3b00 | nr as u32);
             assert_eq!(cmd_info(nr), Some(info));
         }
@@ -291,10 +281,7 @@ mod tests {
         assert_eq!(m.size, 40);
 
         // Exact size.
-        assert_eq!(
-            read_extensible::<IommuIoasMap>(&bytes, IommuIoasMap::MIN_SIZE),
-            Ok(m)
-        );
+        assert_eq!(read_extensible::<IommuIoasMap>(&bytes, IommuIoasMap::MIN_SIZE), Ok(m));
         // Too short.
         assert_eq!(
             read_extensible::<IommuIoasMap>(&bytes[..39], IommuIoasMap::MIN_SIZE),
@@ -303,22 +290,14 @@ mod tests {
         // Larger with zero tail is fine; non-zero tail is E2BIG.
         let mut big = bytes.clone();
         big.extend_from_slice(&[0; 8]);
-        assert_eq!(
-            read_extensible::<IommuIoasMap>(&big, IommuIoasMap::MIN_SIZE),
-            Ok(m)
-        );
+        assert_eq!(read_extensible::<IommuIoasMap>(&big, IommuIoasMap::MIN_SIZE), Ok(m));
         big[45] = 1;
-        assert_eq!(
-            read_extensible::<IommuIoasMap>(&big, IommuIoasMap::MIN_SIZE),
-            Err(ExtensibleError::NonZeroTail)
-        );
+        assert_eq!(read_extensible::<IommuIoasMap>(&big, IommuIoasMap::MIN_SIZE), Err(ExtensibleError::NonZeroTail));
         // Shorter than known but above the minimum: tail reads as zero.
         let mut h = IommuHwptAlloc::new_sized();
         h.fault_id = 7;
         h.data_uptr = 9;
-        let short =
-            read_extensible::<IommuHwptAlloc>(&h.as_bytes()[..24], IommuHwptAlloc::MIN_SIZE)
-                .unwrap();
+        let short = read_extensible::<IommuHwptAlloc>(&h.as_bytes()[..24], IommuHwptAlloc::MIN_SIZE).unwrap();
         assert_eq!(short.fault_id, 0);
         assert_eq!(short.data_uptr, 0);
         assert_eq!(short.size, 48);

@@ -254,9 +254,7 @@ macro_rules! payload {
 
 /// Union member `add_reserved` ([`IOMMU_TEST_OP_ADD_RESERVED`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestAddReserved {
     /// First IOVA to reserve.
     pub start: u64,
@@ -267,9 +265,7 @@ payload!(TestAddReserved, 16; start = 0, length = 8);
 
 /// Union member `mock_domain` ([`IOMMU_TEST_OP_MOCK_DOMAIN`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestMockDomain {
     /// Output: id of the self-test object.
     pub out_stdev_id: u32,
@@ -282,9 +278,7 @@ payload!(TestMockDomain, 12; out_stdev_id = 0, out_hwpt_id = 4, out_idev_id = 8)
 
 /// Union member `mock_domain_flags` ([`IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestMockDomainFlags {
     /// Output: id of the self-test object.
     pub out_stdev_id: u32,
@@ -300,9 +294,7 @@ payload!(TestMockDomainFlags, 16; out_stdev_id = 0, out_hwpt_id = 4, out_idev_id
 
 /// Union member `mock_domain_replace` ([`IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestMockDomainReplace {
     /// In: new page table; out: HWPT actually attached.
     pub pt_id: u32,
@@ -311,9 +303,7 @@ payload!(TestMockDomainReplace, 4; pt_id = 0);
 
 /// Union member `check_map` ([`IOMMU_TEST_OP_MD_CHECK_MAP`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestCheckMap {
     /// First IOVA to check.
     pub iova: u64,
@@ -326,9 +316,7 @@ payload!(TestCheckMap, 24; iova = 0, length = 8, uptr = 16);
 
 /// Union member `check_refs` ([`IOMMU_TEST_OP_MD_CHECK_REFS`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestCheckRefs {
     /// Length of the user buffer.
     pub length: u64,
@@ -343,9 +331,7 @@ payload!(TestCheckRefs, 24; length = 0, uptr = 8, refs = 16, pad = 20);
 
 /// Union member `create_access` ([`IOMMU_TEST_OP_CREATE_ACCESS`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestCreateAccess {
     /// Output: file descriptor of the access.
     pub out_access_fd: u32,
@@ -357,9 +343,7 @@ payload!(TestCreateAccess, 8; out_access_fd = 0, flags = 4);
 /// Union member `destroy_access_pages`
 /// ([`IOMMU_TEST_OP_DESTROY_ACCESS_PAGES`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestDestroyAccessPages {
     /// Id returned by `ACCESS_PAGES`.
     pub access_pages_id: u32,
@@ -368,9 +352,7 @@ payload!(TestDestroyAccessPages, 4; access_pages_id = 0);
 
 /// Union member `access_pages` ([`IOMMU_TEST_OP_ACCESS_PAGES`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestAccessPages {
     /// `MOCK_FLAGS_ACCESS_*` flags.
     pub flags: u32,
@@ -388,9 +370,7 @@ payload!(TestAccessPages, 32; flags = 0, out_access_pages_id = 4, iova = 8, leng
 
 /// Union member `access_rw` ([`IOMMU_TEST_OP_ACCESS_RW`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestAccessRw {
     /// First IOVA to access.
     pub iova: u64,
@@ -407,9 +387,7 @@ payload!(TestAccessRw, 32; iova = 0, length = 8, uptr = 16, flags = 24, pad = 28
 
 /// Union member `memory_limit` ([`IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestMemoryLimit {
     /// New limit in pages.
     pub limit: u32,
@@ -418,9 +396,7 @@ payload!(TestMemoryLimit, 4; limit = 0);
 
 /// Union member `access_replace_ioas` ([`IOMMU_TEST_OP_ACCESS_REPLACE_IOAS`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestAccessReplaceIoas {
     /// IOAS to move the access to.
     pub ioas_id: u32,
@@ -429,9 +405,7 @@ payload!(TestAccessReplaceIoas, 4; ioas_id = 0);
 
 /// Union member `dirty` ([`IOMMU_TEST_OP_DIRTY`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestDirty {
     /// Unused flags.
     pub flags: u32,
@@ -453,9 +427,7 @@ payload!(TestDirty, 48; flags = 0, pad = 4, iova = 8, length = 16, page_size = 2
 
 /// Union member `check_iotlb` ([`IOMMU_TEST_OP_MD_CHECK_IOTLB`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestCheckIotlb {
     /// IOTLB entry index.
     pub id: u32,
@@ -466,9 +438,7 @@ payload!(TestCheckIotlb, 8; id = 0, iotlb = 4);
 
 /// Union member `trigger_iopf` ([`IOMMU_TEST_OP_TRIGGER_IOPF`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestTriggerIopf {
     /// Faulting device.
     pub dev_id: u32,
@@ -485,9 +455,7 @@ payload!(TestTriggerIopf, 24; dev_id = 0, pasid = 4, grpid = 8, perm = 12, addr 
 
 /// Union member `check_dev_cache` ([`IOMMU_TEST_OP_DEV_CHECK_CACHE`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestCheckDevCache {
     /// Cache entry index.
     pub id: u32,
@@ -498,9 +466,7 @@ payload!(TestCheckDevCache, 8; id = 0, cache = 4);
 
 /// Union member `trigger_vevent` ([`IOMMU_TEST_OP_TRIGGER_VEVENT`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestTriggerVevent {
     /// Device to report the event for.
     pub dev_id: u32,
@@ -510,9 +476,7 @@ payload!(TestTriggerVevent, 4; dev_id = 0);
 /// Union member `pasid_attach` ([`IOMMU_TEST_OP_PASID_ATTACH`]); `id` is the
 /// self-test object.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestPasidAttach {
     /// PASID to attach.
     pub pasid: u32,
@@ -524,9 +488,7 @@ payload!(TestPasidAttach, 8; pasid = 0, pt_id = 4);
 /// Union member `pasid_replace` ([`IOMMU_TEST_OP_PASID_REPLACE`]); `id` is
 /// the self-test object.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestPasidReplace {
     /// PASID to re-attach.
     pub pasid: u32,
@@ -538,9 +500,7 @@ payload!(TestPasidReplace, 8; pasid = 0, pt_id = 4);
 /// Union member `pasid_detach` ([`IOMMU_TEST_OP_PASID_DETACH`]); `id` is the
 /// self-test object.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestPasidDetach {
     /// PASID to detach.
     pub pasid: u32,
@@ -550,9 +510,7 @@ payload!(TestPasidDetach, 4; pasid = 0);
 /// Union member `pasid_check` ([`IOMMU_TEST_OP_PASID_CHECK_HWPT`]); `id` is
 /// the self-test object.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestPasidCheck {
     /// PASID to inspect.
     pub pasid: u32,
@@ -563,9 +521,7 @@ payload!(TestPasidCheck, 8; pasid = 0, hwpt_id = 4);
 
 /// Union member `dmabuf_get` ([`IOMMU_TEST_OP_DMABUF_GET`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestDmabufGet {
     /// Size of the dma-buf in bytes.
     pub length: u32,
@@ -576,9 +532,7 @@ payload!(TestDmabufGet, 8; length = 0, open_flags = 4);
 
 /// Union member `dmabuf_revoke` ([`IOMMU_TEST_OP_DMABUF_REVOKE`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TestDmabufRevoke {
     /// The test dma-buf fd.
     pub dmabuf_fd: i32,
@@ -593,9 +547,7 @@ payload!(TestDmabufRevoke, 8; dmabuf_fd = 0, revoked = 4);
 
 /// hw-info data of the mock IOMMU ([`IOMMU_HW_INFO_TYPE_SELFTEST`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuTestHwInfo {
     /// Always 0.
     pub flags: u32,
@@ -606,9 +558,7 @@ assert_layout!(IommuTestHwInfo, 8; flags = 0, test_reg = 4);
 
 /// Nested HWPT data of the mock driver ([`IOMMU_HWPT_DATA_SELFTEST`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwptSelftest {
     /// Initial IOTLB value ([`IOMMU_TEST_IOTLB_DEFAULT`]).
     pub iotlb: u32,
@@ -620,9 +570,7 @@ assert_layout!(IommuHwptSelftest, 8; iotlb = 0, pagetable_type = 4);
 /// One mock HWPT invalidation request
 /// ([`IOMMU_HWPT_INVALIDATE_DATA_SELFTEST`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuHwptInvalidateSelftest {
     /// [`IOMMU_TEST_INVALIDATE_FLAG_ALL`] or 0.
     pub flags: u32,
@@ -633,9 +581,7 @@ assert_layout!(IommuHwptInvalidateSelftest, 8; flags = 0, iotlb_id = 4);
 
 /// vIOMMU data of the mock driver ([`IOMMU_VIOMMU_TYPE_SELFTEST`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuViommuSelftest {
     /// Input value echoed to `out_data`.
     pub in_data: u32,
@@ -652,9 +598,7 @@ assert_layout!(IommuViommuSelftest, 24; in_data = 0, out_data = 4, out_mmap_offs
 /// One mock vIOMMU invalidation request
 /// ([`IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuViommuInvalidateSelftest {
     /// [`IOMMU_TEST_INVALIDATE_FLAG_ALL`] or 0.
     pub flags: u32,
@@ -667,9 +611,7 @@ assert_layout!(IommuViommuInvalidateSelftest, 12; flags = 0, vdev_id = 4, cache_
 
 /// Event data of the mock vEVENTQ ([`IOMMU_VEVENTQ_TYPE_SELFTEST`]).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IommuViommuEventSelftest {
     /// Virtual device id of the reporting device.
     pub virt_id: u32,
@@ -695,11 +637,7 @@ mod tests {
         assert_eq!(cmd.payload::<TestDirty>(), d);
         // The union sits at byte 16 of the command.
         assert_eq!(&cmd.as_bytes()[24..32], &0x1000u64.to_ne_bytes());
-        cmd.set_payload(&TestMockDomain {
-            out_stdev_id: 1,
-            out_hwpt_id: 2,
-            out_idev_id: 3,
-        });
+        cmd.set_payload(&TestMockDomain { out_stdev_id: 1, out_hwpt_id: 2, out_idev_id: 3 });
         assert_eq!(cmd.payload::<TestMockDomainFlags>().out_idev_id, 3);
         // Bytes beyond the smaller payload were left untouched.
         assert_eq!(cmd.payload::<TestDirty>().length, 0x2000);

@@ -62,9 +62,7 @@ pub const VFIO_IOMMU_DIRTY_PAGES: u32 = io(VFIO_TYPE, VFIO_BASE + 17);
 
 /// Header of each entry in an info capability chain.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VfioInfoCapHeader {
     /// Capability id.
     pub id: u16,
@@ -84,9 +82,7 @@ pub const VFIO_IOMMU_INFO_CAPS: u32 = 1 << 1;
 /// Argument of [`VFIO_IOMMU_GET_INFO`]; capabilities follow in the caller's
 /// buffer.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VfioIommuType1Info {
     /// In: caller's buffer size; out: size needed for everything.
     pub argsz: u32,
@@ -116,9 +112,7 @@ pub const VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL: u16 = 3;
 
 /// One usable IOVA interval `[start, end]` (inclusive end).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VfioIovaRange {
     /// First IOVA.
     pub start: u64,
@@ -132,9 +126,7 @@ assert_layout!(VfioIovaRange, 16; start = 0, end = 8);
 /// 8-byte aligned because the C struct ends in a flexible array of
 /// [`VfioIovaRange`].
 #[repr(C, align(8))]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VfioIommuType1InfoCapIovaRange {
     /// Chain header (id [`VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE`]).
     pub header: VfioInfoCapHeader,
@@ -148,9 +140,7 @@ const _: () = assert!(core::mem::align_of::<VfioIommuType1InfoCapIovaRange>() ==
 
 /// Migration (dirty logging) capability.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VfioIommuType1InfoCapMigration {
     /// Chain header (id [`VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION`]).
     pub header: VfioInfoCapHeader,
@@ -168,9 +158,7 @@ assert_layout!(VfioIommuType1InfoCapMigration, 32; header = 0, flags = 8, pad = 
 
 /// DMA-available capability.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VfioIommuType1InfoDmaAvail {
     /// Chain header (id [`VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL`]).
     pub header: VfioInfoCapHeader,
@@ -188,9 +176,7 @@ pub const VFIO_DMA_MAP_FLAG_VADDR: u32 = 1 << 2;
 
 /// Argument of [`VFIO_IOMMU_MAP_DMA`].
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VfioIommuType1DmaMap {
     /// Caller's structure size.
     pub argsz: u32,
@@ -212,9 +198,7 @@ impl VfioIommuType1DmaMap {
 
 /// Dirty page bitmap description used by unmap and dirty-pages requests.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VfioBitmap {
     /// Bytes of IOVA per bit.
     pub pgsize: u64,
@@ -234,9 +218,7 @@ pub const VFIO_DMA_UNMAP_FLAG_VADDR: u32 = 1 << 2;
 
 /// Argument of [`VFIO_IOMMU_UNMAP_DMA`] (C has a trailing flexible `data[]`).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VfioIommuType1DmaUnmap {
     /// Caller's structure size.
     pub argsz: u32,
@@ -263,9 +245,7 @@ pub const VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP: u32 = 1 << 2;
 
 /// Argument of [`VFIO_IOMMU_DIRTY_PAGES`] (C has a trailing flexible `data[]`).
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VfioIommuType1DirtyBitmap {
     /// Caller's structure size.
     pub argsz: u32,
@@ -276,9 +256,7 @@ assert_layout!(VfioIommuType1DirtyBitmap, 8; argsz = 0, flags = 4);
 
 /// Payload of a dirty-pages `GET_BITMAP` request.
 #[repr(C)]
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct VfioIommuType1DirtyBitmapGet {
     /// First IOVA of the range.
     pub iova: u64,

@@ -33,22 +33,13 @@ struct Entry {
 struct Checks(Vec<Entry>);
 
 impl Checks {
-    fn push(
-        &mut self,
-        label: impl Into<String>,
-        c_expr: impl Into<String>,
-        rust: impl TryInto<u64>,
-    ) {
+    fn push(&mut self, label: impl Into<String>, c_expr: impl Into<String>, rust: impl TryInto<u64>) {
         let label = label.into();
         let rust = match rust.try_into() {
             Ok(v) => v,
             Err(_) => panic!("{label}: value does not fit in u64"),
         };
-        self.0.push(Entry {
-            label,
-            c_expr: c_expr.into(),
-            rust,
-        });
+        self.0.push(Entry { label, c_expr: c_expr.into(), rust });
     }
 }
 
@@ -138,17 +129,9 @@ macro_rules! c_cmd {
         assert_eq!(cmd_info(info.nr), Some(info));
         let s = concat!("struct ", $cstruct);
         let name = stringify!($ioctl);
-        $out.push(
-            format!("cmd {name} nr"),
-            format!("_IOC_NR({name})"),
-            info.nr,
-        );
+        $out.push(format!("cmd {name} nr"), format!("_IOC_NR({name})"), info.nr);
         $out.push(format!("cmd {name} ioctl"), name.to_string(), info.ioctl);
-        $out.push(
-            format!("cmd {name} size"),
-            format!("sizeof({s})"),
-            info.size,
-        );
+        $out.push(format!("cmd {name} size"), format!("sizeof({s})"), info.size);
         $out.push(
             format!("cmd {name} min_size"),
             format!("offsetof({s}, {0}) + sizeof((({s} *)0)->{0})", $last),
@@ -550,64 +533,24 @@ fn build_checks() -> Checks {
     // Last field is the one named by the kernel's size table.
     c_cmd!(c, IOMMU_DESTROY, "iommu_destroy", "id");
     c_cmd!(c, IOMMU_IOAS_ALLOC, "iommu_ioas_alloc", "out_ioas_id");
-    c_cmd!(
-        c,
-        IOMMU_IOAS_ALLOW_IOVAS,
-        "iommu_ioas_allow_iovas",
-        "allowed_iovas"
-    );
+    c_cmd!(c, IOMMU_IOAS_ALLOW_IOVAS, "iommu_ioas_allow_iovas", "allowed_iovas");
     c_cmd!(c, IOMMU_IOAS_COPY, "iommu_ioas_copy", "src_iova");
-    c_cmd!(
-        c,
-        IOMMU_IOAS_IOVA_RANGES,
-        "iommu_ioas_iova_ranges",
-        "out_iova_alignment"
-    );
+    c_cmd!(c, IOMMU_IOAS_IOVA_RANGES, "iommu_ioas_iova_ranges", "out_iova_alignment");
     c_cmd!(c, IOMMU_IOAS_MAP, "iommu_ioas_map", "iova");
     c_cmd!(c, IOMMU_IOAS_UNMAP, "iommu_ioas_unmap", "length");
     c_cmd!(c, IOMMU_OPTION, "iommu_option", "val64");
     c_cmd!(c, IOMMU_VFIO_IOAS, "iommu_vfio_ioas", "__reserved");
     c_cmd!(c, IOMMU_HWPT_ALLOC, "iommu_hwpt_alloc", "__reserved");
     c_cmd!(c, IOMMU_GET_HW_INFO, "iommu_hw_info", "__reserved");
-    c_cmd!(
-        c,
-        IOMMU_HWPT_SET_DIRTY_TRACKING,
-        "iommu_hwpt_set_dirty_tracking",
-        "__reserved"
-    );
-    c_cmd!(
-        c,
-        IOMMU_HWPT_GET_DIRTY_BITMAP,
-        "iommu_hwpt_get_dirty_bitmap",
-        "data"
-    );
-    c_cmd!(
-        c,
-        IOMMU_HWPT_INVALIDATE,
-        "iommu_hwpt_invalidate",
-        "__reserved"
-    );
-    c_cmd!(
-        c,
-        IOMMU_FAULT_QUEUE_ALLOC,
-        "iommu_fault_alloc",
-        "out_fault_fd"
-    );
+    c_cmd!(c, IOMMU_HWPT_SET_DIRTY_TRACKING, "iommu_hwpt_set_dirty_tracking", "__reserved");
+    c_cmd!(c, IOMMU_HWPT_GET_DIRTY_BITMAP, "iommu_hwpt_get_dirty_bitmap", "data");
+    c_cmd!(c, IOMMU_HWPT_INVALIDATE, "iommu_hwpt_invalidate", "__reserved");
+    c_cmd!(c, IOMMU_FAULT_QUEUE_ALLOC, "iommu_fault_alloc", "out_fault_fd");
     c_cmd!(c, IOMMU_IOAS_MAP_FILE, "iommu_ioas_map_file", "iova");
     c_cmd!(c, IOMMU_VIOMMU_ALLOC, "iommu_viommu_alloc", "out_viommu_id");
     c_cmd!(c, IOMMU_VDEVICE_ALLOC, "iommu_vdevice_alloc", "virt_id");
-    c_cmd!(
-        c,
-        IOMMU_IOAS_CHANGE_PROCESS,
-        "iommu_ioas_change_process",
-        "__reserved"
-    );
-    c_cmd!(
-        c,
-        IOMMU_VEVENTQ_ALLOC,
-        "iommu_veventq_alloc",
-        "out_veventq_fd"
-    );
+    c_cmd!(c, IOMMU_IOAS_CHANGE_PROCESS, "iommu_ioas_change_process", "__reserved");
+    c_cmd!(c, IOMMU_VEVENTQ_ALLOC, "iommu_veventq_alloc", "out_veventq_fd");
     c_cmd!(c, IOMMU_HW_QUEUE_ALLOC, "iommu_hw_queue_alloc", "length");
     c_cmd!(c, IOMMU_TEST_CMD, "iommu_test_cmd", "last");
     c.push("cmd table rows", "22", IOMMUFD_CMDS.len());
@@ -618,9 +561,7 @@ fn build_checks() -> Checks {
 fn headers_dir() -> PathBuf {
     match std::env::var_os("UIOMMU_LINUX_HEADERS") {
         Some(p) => PathBuf::from(p),
-        None => {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/linux-7.2")
-        }
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/linux-7.2"),
     }
 }
 
@@ -636,12 +577,7 @@ fn c_program(checks: &Checks) -> String {
          int main(void)\n{\n",
     );
     for e in &checks.0 {
-        writeln!(
-            src,
-            "\tprintf(\"%s %llu\\n\", \"{}\", (unsigned long long)({}));",
-            e.label, e.c_expr
-        )
-        .unwrap();
+        writeln!(src, "\tprintf(\"%s %llu\\n\", \"{}\", (unsigned long long)({}));", e.label, e.c_expr).unwrap();
     }
     src.push_str("\treturn 0;\n}\n");
     src
@@ -662,10 +598,7 @@ fn layouts_and_constants_match_c_headers() {
     let uapi_inc = root.join("usr/include");
     let test_inc = root.join("drivers/iommu/iommufd");
     if !uapi_inc.join("linux/iommufd.h").is_file() || !test_inc.join("iommufd_test.h").is_file() {
-        eprintln!(
-            "SKIP c_layout: Linux 7.2 headers not found under {} (set UIOMMU_LINUX_HEADERS)",
-            root.display()
-        );
+        eprintln!("SKIP c_layout: Linux 7.2 headers not found under {} (set UIOMMU_LINUX_HEADERS)", root.display());
         return;
     }
 
@@ -695,22 +628,13 @@ fn layouts_and_constants_match_c_headers() {
             return;
         }
     };
-    assert!(
-        out.status.success(),
-        "compiling {} failed:\n{}",
-        c_file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "compiling {} failed:\n{}", c_file.display(), String::from_utf8_lossy(&out.stderr));
 
     let run = Command::new(&exe).output().expect("run C layout program");
     assert!(run.status.success(), "C layout program failed");
     let c_text = String::from_utf8(run.stdout).unwrap();
     let c_lines: Vec<&str> = c_text.lines().collect();
-    let rust_lines: Vec<String> = checks
-        .0
-        .iter()
-        .map(|e| format!("{} {}", e.label, e.rust))
-        .collect();
+    let rust_lines: Vec<String> = checks.0.iter().map(|e| format!("{} {}", e.label, e.rust)).collect();
 
     assert_eq!(c_lines.len(), rust_lines.len(), "line count differs");
     let mismatches: Vec<String> = c_lines

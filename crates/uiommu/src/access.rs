@@ -17,10 +17,7 @@ pub struct Access {
 
 impl fmt::Debug for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Access")
-            .field("fd", &self.afd)
-            .field("ioas", &self.ioas().raw_id())
-            .finish()
+        f.debug_struct("Access").field("fd", &self.afd).field("ioas", &self.ioas().raw_id()).finish()
     }
 }
 
@@ -34,15 +31,9 @@ impl Drop for Access {
 impl Access {
     /// A new access to `ioas`.
     pub fn new(ioas: &Ioas) -> Result<Access> {
-        let r = ioas.iommufd().test_op(
-            t::IOMMU_TEST_OP_CREATE_ACCESS,
-            ioas.raw_id(),
-            &t::TestCreateAccess::default(),
-        )?;
-        Ok(Access {
-            ioas: Mutex::new(ioas.clone()),
-            afd: r.out_access_fd as i32,
-        })
+        let r =
+            ioas.iommufd().test_op(t::IOMMU_TEST_OP_CREATE_ACCESS, ioas.raw_id(), &t::TestCreateAccess::default())?;
+        Ok(Access { ioas: Mutex::new(ioas.clone()), afd: r.out_access_fd as i32 })
     }
 
     fn ioas(&self) -> MutexGuard<'_, Ioas> {
@@ -61,9 +52,7 @@ impl Access {
             pad: 0,
         };
         let ioas = self.ioas().clone();
-        ioas.iommufd()
-            .test_op(t::IOMMU_TEST_OP_ACCESS_RW, self.afd as u32, &p)
-            .map(|_| ())
+        ioas.iommufd().test_op(t::IOMMU_TEST_OP_ACCESS_RW, self.afd as u32, &p).map(|_| ())
     }
 
     /// Read `buf.len()` bytes at `iova` (`IOMMU_TEST_OP_ACCESS_RW`). Fails if any byte is
@@ -84,11 +73,8 @@ impl Access {
         if !cur.iommufd().same_file(ioas.iommufd()) {
             return Err(Error::InvalidArgument);
         }
-        let p = t::TestAccessReplaceIoas {
-            ioas_id: ioas.raw_id(),
-        };
-        cur.iommufd()
-            .test_op(t::IOMMU_TEST_OP_ACCESS_REPLACE_IOAS, self.afd as u32, &p)?;
+        let p = t::TestAccessReplaceIoas { ioas_id: ioas.raw_id() };
+        cur.iommufd().test_op(t::IOMMU_TEST_OP_ACCESS_REPLACE_IOAS, self.afd as u32, &p)?;
         *cur = ioas.clone();
         Ok(())
     }

@@ -87,10 +87,7 @@ impl IovaRange {
     /// The interval `[start, start + len)`; `None` if `len` is 0 or the end overflows.
     pub fn new(start: Iova, len: u64) -> Option<IovaRange> {
         let last = start.0.checked_add(len.checked_sub(1)?)?;
-        Some(IovaRange {
-            start,
-            last: Iova(last),
-        })
+        Some(IovaRange { start, last: Iova(last) })
     }
 
     /// Number of bytes in the interval (saturating at `u64::MAX` for the full space).
@@ -135,13 +132,6 @@ mod tests {
         assert_eq!(r.len(), 0x1000);
         assert!(r.contains(Iova(0x1fff)) && !r.contains(Iova(0x2000)));
         assert_eq!(IovaRange::new(a, 0), None);
-        assert_eq!(
-            IovaRange {
-                start: Iova(0),
-                last: Iova(u64::MAX)
-            }
-            .len(),
-            u64::MAX
-        );
+        assert_eq!(IovaRange { start: Iova(0), last: Iova(u64::MAX) }.len(), u64::MAX);
     }
 }

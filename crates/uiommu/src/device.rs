@@ -1,10 +1,7 @@
 //! Emulated devices and hardware page tables (domains).
 
 use crate::backend::DmaBuf;
-use crate::{
-    DeviceFlags, Error, FaultPerm, FaultQueue, HwCaps, HwptFlags, Ioas, Iommufd, Iova, ObjectId,
-    Result,
-};
+use crate::{DeviceFlags, Error, FaultPerm, FaultQueue, HwCaps, HwptFlags, Ioas, Iommufd, Iova, ObjectId, Result};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use uiommu_uapi::iommufd as u;
@@ -34,10 +31,7 @@ pub struct HwPagetable {
 
 impl fmt::Debug for HwPagetable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HwPagetable")
-            .field("id", &self.inner.id)
-            .field("ioas", &self.inner.ioas.raw_id())
-            .finish()
+        f.debug_struct("HwPagetable").field("id", &self.inner.id).field("ioas", &self.inner.ioas.raw_id()).finish()
     }
 }
 
@@ -98,32 +92,17 @@ impl HwPagetable {
 
     /// Like [`HwPagetable::new`], reporting IO page faults to `fault`
     /// (`IOMMU_HWPT_FAULT_ID_VALID`).
-    pub fn with_fault_queue(
-        dev: &Device,
-        ioas: &Ioas,
-        flags: HwptFlags,
-        fault: &FaultQueue,
-    ) -> Result<HwPagetable> {
+    pub fn with_fault_queue(dev: &Device, ioas: &Ioas, flags: HwptFlags, fault: &FaultQueue) -> Result<HwPagetable> {
         Self::alloc(dev, ioas, flags, Some(fault))
     }
 
-    fn alloc(
-        dev: &Device,
-        ioas: &Ioas,
-        flags: HwptFlags,
-        fault: Option<&FaultQueue>,
-    ) -> Result<HwPagetable> {
+    fn alloc(dev: &Device, ioas: &Ioas, flags: HwptFlags, fault: Option<&FaultQueue>) -> Result<HwPagetable> {
         let fd = ioas.iommufd();
         if !fd.same_file(&dev.fd) || fault.is_some_and(|f| !fd.same_file(f.iommufd())) {
             return Err(Error::InvalidArgument);
         }
         let mut c = u::IommuHwptAlloc {
-            flags: flags.bits()
-                | if fault.is_some() {
-                    u::IOMMU_HWPT_FAULT_ID_VALID
-                } else {
-                    0
-                },
+            flags: flags.bits() | if fault.is_some() { u::IOMMU_HWPT_FAULT_ID_VALID } else { 0 },
             dev_id: dev.id,
             pt_id: ioas.raw_id(),
             data_type: u::IOMMU_HWPT_DATA_NONE,
@@ -155,11 +134,7 @@ impl HwPagetable {
     /// have been allocated with [`HwptFlags::DIRTY_TRACKING`].
     pub fn set_dirty_tracking(&self, enable: bool) -> Result<()> {
         let mut c = u::IommuHwptSetDirtyTracking {
-            flags: if enable {
-                u::IOMMU_HWPT_DIRTY_TRACKING_ENABLE
-            } else {
-                0
-            },
+            flags: if enable { u::IOMMU_HWPT_DIRTY_TRACKING_ENABLE } else { 0 },
             hwpt_id: self.inner.id,
             ..u::IommuHwptSetDirtyTracking::new_sized()
         };
@@ -168,13 +143,7 @@ impl HwPagetable {
 
     /// Read which pages of `[iova, iova + len)` devices wrote, one bit per `page_size` bytes
     /// (`IOMMU_HWPT_GET_DIRTY_BITMAP`); with `clear` the dirty state is reset as it is read.
-    pub fn dirty_bitmap(
-        &self,
-        iova: Iova,
-        len: u64,
-        page_size: u64,
-        clear: bool,
-    ) -> Result<DirtyBitmap> {
+    pub fn dirty_bitmap(&self, iova: Iova, len: u64, page_size: u64, clear: bool) -> Result<DirtyBitmap> {
         if page_size == 0 || !page_size.is_power_of_two() {
             return Err(Error::InvalidArgument);
         }
@@ -182,11 +151,7 @@ impl HwPagetable {
         let mut bits = vec![0u64; npages.div_ceil(64).max(1) as usize];
         let mut c = u::IommuHwptGetDirtyBitmap {
             hwpt_id: self.inner.id,
-            flags: if clear {
-                0
-            } else {
-                u::IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR
-            },
+            flags: if clear { 0 } else { u::IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR },
             iova: iova.0,
             length: len,
             page_size,
@@ -194,12 +159,7 @@ impl HwPagetable {
             ..u::IommuHwptGetDirtyBitmap::new_sized()
         };
         self.inner.fd.cmd(&mut c)?;
-        Ok(DirtyBitmap {
-            start: iova,
-            page_size,
-            npages,
-            bits,
-        })
+        Ok(DirtyBitmap { start: iova, page_size, npages, bits })
     }
 
     /// Mark every page of `[iova, iova + len)` dirty as if devices had written it, one bit
@@ -211,17 +171,8 @@ impl HwPagetable {
         }
         let npages = len.div_ceil(page_size);
         let bits = vec![u64::MAX; npages.div_ceil(64).max(1) as usize];
-        let p = t::TestDirty {
-            iova: iova.0,
-            length: len,
-            page_size,
-            uptr: bits.as_ptr() as u64,
-            ..Default::default()
-        };
-        let r = self
-            .inner
-            .fd
-            .test_op(t::IOMMU_TEST_OP_DIRTY, self.inner.id, &p)?;
+        let p = t::TestDirty { iova: iova.0, length: len, page_size, uptr: bits.as_ptr() as u64, ..Default::default() };
+        let r = self.inner.fd.test_op(t::IOMMU_TEST_OP_DIRTY, self.inner.id, &p)?;
         Ok(r.out_nr_dirty)
     }
 }
@@ -265,14 +216,8 @@ impl PageTable<'_> {
 
     fn hold(&self) -> Held {
         match self {
-            PageTable::Ioas(i) => Held {
-                _ioas: Some((*i).clone()),
-                _hwpt: None,
-            },
-            PageTable::Hwpt(h) => Held {
-                _ioas: None,
-                _hwpt: Some((*h).clone()),
-            },
+            PageTable::Ioas(i) => Held { _ioas: Some((*i).clone()), _hwpt: None },
+            PageTable::Hwpt(h) => Held { _ioas: None, _hwpt: Some((*h).clone()) },
         }
     }
 }
@@ -313,10 +258,7 @@ pub struct Device {
 
 impl fmt::Debug for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Device")
-            .field("id", &self.id)
-            .field("hwpt", &self.att().hwpt)
-            .finish()
+        f.debug_struct("Device").field("id", &self.id).field("hwpt", &self.att().hwpt).finish()
     }
 }
 
@@ -336,19 +278,13 @@ impl Device {
     pub fn mock_with_flags<'a>(pt: impl Into<PageTable<'a>>, flags: DeviceFlags) -> Result<Device> {
         let pt = pt.into();
         let fd = pt.fd().clone();
-        let p = t::TestMockDomainFlags {
-            dev_flags: flags.bits(),
-            ..Default::default()
-        };
+        let p = t::TestMockDomainFlags { dev_flags: flags.bits(), ..Default::default() };
         let r = fd.test_op(t::IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS, pt.raw_id(), &p)?;
         Ok(Device {
             fd,
             stdev: r.out_stdev_id,
             id: r.out_idev_id,
-            att: Mutex::new(Attachment {
-                hwpt: r.out_hwpt_id,
-                _held: pt.hold(),
-            }),
+            att: Mutex::new(Attachment { hwpt: r.out_hwpt_id, _held: pt.hold() }),
         })
     }
 
@@ -380,16 +316,8 @@ impl Device {
         }
         let mut att = self.att();
         let p = t::TestMockDomainReplace { pt_id: pt.raw_id() };
-        let r = self
-            .fd
-            .test_op(t::IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE, self.stdev, &p)?;
-        let old = std::mem::replace(
-            &mut *att,
-            Attachment {
-                hwpt: r.pt_id,
-                _held: pt.hold(),
-            },
-        );
+        let r = self.fd.test_op(t::IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE, self.stdev, &p)?;
+        let old = std::mem::replace(&mut *att, Attachment { hwpt: r.pt_id, _held: pt.hold() });
         drop(att);
         drop(old);
         Ok(ObjectId(r.pt_id))
@@ -418,29 +346,19 @@ impl Device {
     /// In-process backend only ([`Error::Unsupported`] on the kernel backend, which has no
     /// device-side DMA call: use an [`crate::Access`] there).
     pub fn dma_read(&self, iova: Iova, buf: &mut [u8]) -> Result<()> {
-        self.fd
-            .backend_ref()
-            .dma(self.id, 0, iova.0, DmaBuf::Read(buf))
+        self.fd.backend_ref().dma(self.id, 0, iova.0, DmaBuf::Read(buf))
     }
 
     /// The device writes `buf` at `iova` (see [`Device::dma_read`]); written pages become
     /// dirty while the domain tracks dirty pages.
     pub fn dma_write(&self, iova: Iova, buf: &[u8]) -> Result<()> {
-        self.fd
-            .backend_ref()
-            .dma(self.id, 0, iova.0, DmaBuf::Write(buf))
+        self.fd.backend_ref().dma(self.id, 0, iova.0, DmaBuf::Write(buf))
     }
 
     /// Make the device raise a page request for `addr` (self-test
     /// `IOMMU_TEST_OP_TRIGGER_IOPF`); it is delivered to the fault queue of the domain
     /// attached at `pasid` (`None`: the device's RID), if that domain has one.
-    pub fn inject_page_fault(
-        &self,
-        pasid: Option<u32>,
-        addr: Iova,
-        perm: FaultPerm,
-        group: u32,
-    ) -> Result<()> {
+    pub fn inject_page_fault(&self, pasid: Option<u32>, addr: Iova, perm: FaultPerm, group: u32) -> Result<()> {
         let p = t::TestTriggerIopf {
             dev_id: self.id,
             pasid: pasid.unwrap_or(0),
@@ -448,8 +366,6 @@ impl Device {
             perm: perm.bits(),
             addr: addr.0,
         };
-        self.fd
-            .test_op(t::IOMMU_TEST_OP_TRIGGER_IOPF, 0, &p)
-            .map(|_| ())
+        self.fd.test_op(t::IOMMU_TEST_OP_TRIGGER_IOPF, 0, &p).map(|_| ())
     }
 }

@@ -132,11 +132,7 @@ impl Error {
 
     /// The last OS error of this thread (`errno` after a failed libc call).
     pub(crate) fn last_os_error() -> Error {
-        Error::from_errno(
-            std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO),
-        )
+        Error::from_errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
     }
 }
 
@@ -162,15 +158,9 @@ mod tests {
             assert_eq!(Error::from_errno(e).errno(), e);
         }
         assert_eq!(Error::DmaFault { iova: Iova(0x1000) }.errno(), libc::EFAULT);
-        let u = Error::Unsupported {
-            what: "device DMA",
-            backend: BackendKind::Kernel,
-        };
+        let u = Error::Unsupported { what: "device DMA", backend: BackendKind::Kernel };
         assert_eq!(u.errno(), libc::EOPNOTSUPP);
         assert!(u.to_string().contains("kernel"));
-        assert_eq!(
-            Error::Os(libc::EIO).to_string(),
-            std::io::Error::from_raw_os_error(libc::EIO).to_string()
-        );
+        assert_eq!(Error::Os(libc::EIO).to_string(), std::io::Error::from_raw_os_error(libc::EIO).to_string());
     }
 }

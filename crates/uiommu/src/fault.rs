@@ -31,9 +31,7 @@ pub struct FaultQueue {
 
 impl fmt::Debug for FaultQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FaultQueue")
-            .field("id", &self.inner.id)
-            .finish_non_exhaustive()
+        f.debug_struct("FaultQueue").field("id", &self.inner.id).finish_non_exhaustive()
     }
 }
 
@@ -75,11 +73,7 @@ impl FaultQueue {
         let mut c = u::IommuFaultAlloc::new_sized();
         fd.cmd(&mut c)?;
         Ok(FaultQueue {
-            inner: Arc::new(FaultInner {
-                fd: fd.clone(),
-                id: c.out_fault_id,
-                qfd: c.out_fault_fd as i32,
-            }),
+            inner: Arc::new(FaultInner { fd: fd.clone(), id: c.out_fault_id, qfd: c.out_fault_fd as i32 }),
         })
     }
 
@@ -96,11 +90,7 @@ impl FaultQueue {
     /// Read the queued page requests (up to 64; empty if none are queued).
     pub fn read(&self) -> Result<Vec<PageFault>> {
         let mut buf = vec![0u8; 64 * REC];
-        let n = self
-            .inner
-            .fd
-            .backend_ref()
-            .read_file(self.inner.qfd, &mut buf)?;
+        let n = self.inner.fd.backend_ref().read_file(self.inner.qfd, &mut buf)?;
         Ok(buf[..n - n % REC]
             .chunks_exact(REC)
             .filter_map(|c| u::IommuHwptPgfault::read_from_bytes(c).ok())
@@ -126,10 +116,6 @@ impl FaultQueue {
                 PageResponse::Invalid => u::IOMMUFD_PAGE_RESP_INVALID,
             },
         };
-        self.inner
-            .fd
-            .backend_ref()
-            .write_file(self.inner.qfd, r.as_bytes())
-            .map(|_| ())
+        self.inner.fd.backend_ref().write_file(self.inner.qfd, r.as_bytes()).map(|_| ())
     }
 }

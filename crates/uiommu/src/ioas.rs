@@ -70,9 +70,7 @@ pub struct Ioas {
 
 impl fmt::Debug for Ioas {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ioas")
-            .field("id", &self.inner.id)
-            .finish_non_exhaustive()
+        f.debug_struct("Ioas").field("id", &self.inner.id).finish_non_exhaustive()
     }
 }
 
@@ -85,18 +83,8 @@ pub struct IovaRanges {
     pub alignment: u64,
 }
 
-fn map_cmd(
-    ioas: u32,
-    flags: MapFlags,
-    user_va: u64,
-    length: u64,
-    iova: Option<Iova>,
-) -> u::IommuIoasMap {
-    let fixed = if iova.is_some() {
-        u::IOMMU_IOAS_MAP_FIXED_IOVA
-    } else {
-        0
-    };
+fn map_cmd(ioas: u32, flags: MapFlags, user_va: u64, length: u64, iova: Option<Iova>) -> u::IommuIoasMap {
+    let fixed = if iova.is_some() { u::IOMMU_IOAS_MAP_FIXED_IOVA } else { 0 };
     u::IommuIoasMap {
         flags: flags.bits() | fixed,
         ioas_id: ioas,
@@ -161,17 +149,9 @@ impl Ioas {
 
     /// Map `len` bytes of `mem` from `offset` at `iova` (`IOMMU_IOAS_MAP` with
     /// `FIXED_IOVA`). `EEXIST` if the range is taken.
-    pub fn map_at(
-        &self,
-        iova: Iova,
-        mem: &HostMemory,
-        offset: u64,
-        len: u64,
-        flags: MapFlags,
-    ) -> Result<()> {
+    pub fn map_at(&self, iova: Iova, mem: &HostMemory, offset: u64, len: u64, flags: MapFlags) -> Result<()> {
         let va = Self::mem_range(mem, offset, len)?;
-        self.map_inner(va, len, Some(iova), flags, mem.keepalive())
-            .map(|_| ())
+        self.map_inner(va, len, Some(iova), flags, mem.keepalive()).map(|_| ())
     }
 
     /// Map `len` bytes of host memory at `host_address`, at `iova` or (with `None`) at an
@@ -181,13 +161,7 @@ impl Ioas {
     /// The memory must stay mapped in this process, and may be read and written by devices
     /// at any time, until the range is unmapped or the IOAS destroyed. (With the kernel
     /// backend the pages are pinned, but the in-process engine reaches them by address.)
-    pub unsafe fn map_raw(
-        &self,
-        host_address: u64,
-        len: u64,
-        iova: Option<Iova>,
-        flags: MapFlags,
-    ) -> Result<Iova> {
+    pub unsafe fn map_raw(&self, host_address: u64, len: u64, iova: Option<Iova>, flags: MapFlags) -> Result<Iova> {
         self.map_inner(host_address, len, iova, flags, None)
     }
 
@@ -202,15 +176,7 @@ impl Ioas {
         let mut maps = self.maps();
         let mut c = map_cmd(self.inner.id, flags, va, len, iova);
         self.inner.fd.cmd(&mut c)?;
-        maps.insert(
-            c.iova,
-            Entry {
-                len,
-                host_address: va,
-                flags,
-                _keep: keep,
-            },
-        );
+        maps.insert(c.iova, Entry { len, host_address: va, flags, _keep: keep });
         Ok(Iova(c.iova))
     }
 
@@ -219,12 +185,8 @@ impl Ioas {
     /// nothing mapped (`ENOENT`).
     pub fn unmap(&self, iova: Iova, len: u64) -> Result<u64> {
         let mut maps = self.maps();
-        let mut c = u::IommuIoasUnmap {
-            ioas_id: self.inner.id,
-            iova: iova.0,
-            length: len,
-            ..u::IommuIoasUnmap::new_sized()
-        };
+        let mut c =
+            u::IommuIoasUnmap { ioas_id: self.inner.id, iova: iova.0, length: len, ..u::IommuIoasUnmap::new_sized() };
         if let Err(e) = self.inner.fd.cmd(&mut c) {
             // Some areas may be gone even so (the kernel keeps those removed before a failure).
             self.inner.generation.fetch_add(1, Ordering::SeqCst);
@@ -270,11 +232,7 @@ impl Ioas {
             })
             .collect();
         let mut maps = self.maps();
-        let fixed = if dst_iova.is_some() {
-            u::IOMMU_IOAS_MAP_FIXED_IOVA
-        } else {
-            0
-        };
+        let fixed = if dst_iova.is_some() { u::IOMMU_IOAS_MAP_FIXED_IOVA } else { 0 };
         let mut c = u::IommuIoasCopy {
             flags: flags.bits() | fixed,
             dst_ioas_id: self.inner.id,
@@ -286,15 +244,7 @@ impl Ioas {
         };
         self.inner.fd.cmd(&mut c)?;
         for (off, l, va, keep) in pieces {
-            maps.insert(
-                c.dst_iova + off,
-                Entry {
-                    len: l,
-                    host_address: va,
-                    flags,
-                    _keep: keep,
-                },
-            );
+            maps.insert(c.dst_iova + off, Entry { len: l, host_address: va, flags, _keep: keep });
         }
         Ok(Iova(c.dst_iova))
     }
@@ -313,21 +263,10 @@ impl Ioas {
             match self.inner.fd.cmd(&mut c) {
                 Ok(_) => {
                     v.truncate(c.num_iovas as usize);
-                    let ranges = v
-                        .iter()
-                        .map(|r| IovaRange {
-                            start: Iova(r.start),
-                            last: Iova(r.last),
-                        })
-                        .collect();
-                    return Ok(IovaRanges {
-                        ranges,
-                        alignment: c.out_iova_alignment,
-                    });
+                    let ranges = v.iter().map(|r| IovaRange { start: Iova(r.start), last: Iova(r.last) }).collect();
+                    return Ok(IovaRanges { ranges, alignment: c.out_iova_alignment });
                 }
-                Err(Error::Os(libc::EMSGSIZE)) if cap < 1 << 16 => {
-                    cap = (c.num_iovas as usize).max(cap * 2)
-                }
+                Err(Error::Os(libc::EMSGSIZE)) if cap < 1 << 16 => cap = (c.num_iovas as usize).max(cap * 2),
                 Err(e) => return Err(e),
             }
         }
@@ -336,13 +275,8 @@ impl Ioas {
     /// Restrict the IOVAs this IOAS may use to `ranges` (`IOMMU_IOAS_ALLOW_IOVAS`; an empty
     /// list lifts the restriction).
     pub fn allow_iovas(&self, ranges: &[IovaRange]) -> Result<()> {
-        let v: Vec<u::IommuIovaRange> = ranges
-            .iter()
-            .map(|r| u::IommuIovaRange {
-                start: r.start.0,
-                last: r.last.0,
-            })
-            .collect();
+        let v: Vec<u::IommuIovaRange> =
+            ranges.iter().map(|r| u::IommuIovaRange { start: r.start.0, last: r.last.0 }).collect();
         let mut c = u::IommuIoasAllowIovas {
             ioas_id: self.inner.id,
             num_iovas: v.len() as u32,
@@ -355,14 +289,8 @@ impl Ioas {
     /// Reserve `[start, start + len)` so nothing is mapped there (self-test
     /// `IOMMU_TEST_OP_ADD_RESERVED`, the way an IOMMU driver reserves an MSI window).
     pub fn add_reserved(&self, start: Iova, len: u64) -> Result<()> {
-        let p = t::TestAddReserved {
-            start: start.0,
-            length: len,
-        };
-        self.inner
-            .fd
-            .test_op(t::IOMMU_TEST_OP_ADD_RESERVED, self.inner.id, &p)
-            .map(|_| ())
+        let p = t::TestAddReserved { start: start.0, length: len };
+        self.inner.fd.test_op(t::IOMMU_TEST_OP_ADD_RESERVED, self.inner.id, &p).map(|_| ())
     }
 
     /// Allow or forbid large IOMMU pages for this IOAS's domains (`IOMMU_OPTION`
@@ -382,12 +310,7 @@ impl Ioas {
     pub fn mappings(&self) -> Vec<Mapping> {
         self.maps()
             .iter()
-            .map(|(&a, e)| Mapping {
-                iova: Iova(a),
-                len: e.len,
-                host_address: e.host_address,
-                flags: e.flags,
-            })
+            .map(|(&a, e)| Mapping { iova: Iova(a), len: e.len, host_address: e.host_address, flags: e.flags })
             .collect()
     }
 

@@ -115,9 +115,7 @@ pub struct Iommufd {
 
 impl fmt::Debug for Iommufd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Iommufd")
-            .field("backend", &self.backend.kind())
-            .finish()
+        f.debug_struct("Iommufd").field("backend", &self.backend.kind()).finish()
     }
 }
 
@@ -129,17 +127,13 @@ impl Iommufd {
 
     /// Open an iommufd character device at `path` (the kernel backend).
     pub fn open_path(path: &str) -> Result<Iommufd> {
-        Ok(Iommufd {
-            backend: Arc::new(backend::kernel::KernelBackend::open(path)?),
-        })
+        Ok(Iommufd { backend: Arc::new(backend::kernel::KernelBackend::open(path)?) })
     }
 
     /// A new context of the uiommu engine inside this process (the in-process backend).
     /// Every in-process iommufd of the process shares one emulated machine.
     pub fn in_process() -> Result<Iommufd> {
-        Ok(Iommufd {
-            backend: Arc::new(backend::engine::EngineBackend::open()),
-        })
+        Ok(Iommufd { backend: Arc::new(backend::engine::EngineBackend::open()) })
     }
 
     /// Which backend serves this iommufd.
@@ -171,10 +165,7 @@ impl Iommufd {
 
     /// `IOMMU_DESTROY`.
     pub(crate) fn destroy(&self, id: u32) -> Result<()> {
-        let mut c = u::IommuDestroy {
-            id,
-            ..u::IommuDestroy::new_sized()
-        };
+        let mut c = u::IommuDestroy { id, ..u::IommuDestroy::new_sized() };
         self.cmd(&mut c).map(|_| ())
     }
 

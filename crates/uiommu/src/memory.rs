@@ -71,12 +71,7 @@ impl HostMemory {
         if addr == libc::MAP_FAILED {
             return Err(Error::last_os_error());
         }
-        Ok(HostMemory {
-            inner: Arc::new(Mmap {
-                addr: addr.cast(),
-                len,
-            }),
-        })
+        Ok(HostMemory { inner: Arc::new(Mmap { addr: addr.cast(), len }) })
     }
 
     /// Size in bytes (a multiple of the page size).

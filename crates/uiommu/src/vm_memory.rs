@@ -32,10 +32,7 @@ use crate::{Error, Ioas, Iova, MapFlags, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use vm_memory::iommu::{Error as IommuError, IotlbIterator, IovaRange as VmIovaRange};
-use vm_memory::{
-    GuestAddress, GuestMemoryBackend, GuestMemoryRegion, Iommu, Iotlb, MemoryRegionAddress,
-    Permissions,
-};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion, Iommu, Iotlb, MemoryRegionAddress, Permissions};
 
 /// One guest memory region as the host sees it.
 #[derive(Clone, Copy, Debug)]
@@ -66,13 +63,7 @@ fn perms(f: MapFlags) -> Permissions {
 }
 
 fn cannot(base: u64, length: u64, reason: String) -> IommuError {
-    IommuError::CannotResolve {
-        iova_range: VmIovaRange {
-            base: GuestAddress(base),
-            length: length as usize,
-        },
-        reason,
-    }
+    IommuError::CannotResolve { iova_range: VmIovaRange { base: GuestAddress(base), length: length as usize }, reason }
 }
 
 impl IoasIommu {
@@ -81,21 +72,10 @@ impl IoasIommu {
     pub fn new<M: GuestMemoryBackend>(ioas: &Ioas, mem: &M) -> Result<IoasIommu> {
         let mut regions = Vec::new();
         for r in mem.iter() {
-            let host = r
-                .get_host_address(MemoryRegionAddress(0))
-                .map_err(|_| Error::BadAddress)? as u64;
-            regions.push(HostRegion {
-                host,
-                len: r.len(),
-                gpa: r.start_addr().0,
-            });
+            let host = r.get_host_address(MemoryRegionAddress(0)).map_err(|_| Error::BadAddress)? as u64;
+            regions.push(HostRegion { host, len: r.len(), gpa: r.start_addr().0 });
         }
-        Ok(IoasIommu {
-            ioas: ioas.clone(),
-            regions,
-            iotlb: RwLock::default(),
-            seen: AtomicU64::new(ioas.generation()),
-        })
+        Ok(IoasIommu { ioas: ioas.clone(), regions, iotlb: RwLock::default(), seen: AtomicU64::new(ioas.generation()) })
     }
 
     /// The IOAS translations come from.
@@ -135,43 +115,27 @@ impl IoasIommu {
     }
 
     /// Load the translations of `[start, start + len)` from the IOAS into the cache.
-    fn fill(
-        &self,
-        start: u64,
-        len: u64,
-        access: Permissions,
-    ) -> std::result::Result<(), IommuError> {
+    fn fill(&self, start: u64, len: u64, access: Permissions) -> std::result::Result<(), IommuError> {
         let mut tlb = self.write();
         self.sync(&mut tlb);
         let end = start + len;
         let mut cur = start;
         while cur < end {
             let m = self.ioas.translate(Iova(cur)).ok_or_else(|| {
-                cannot(
-                    cur,
-                    end - cur,
-                    format!("IOVA {cur:#x} is not mapped in IOAS {}", self.ioas.id()),
-                )
+                cannot(cur, end - cur, format!("IOVA {cur:#x} is not mapped in IOAS {}", self.ioas.id()))
             })?;
             let p = perms(m.flags);
             if !p.allow(access) {
                 return Err(cannot(
                     cur,
                     end - cur,
-                    format!(
-                        "IOVA {cur:#x} is mapped {:?}, {access:?} access needed",
-                        m.flags
-                    ),
+                    format!("IOVA {cur:#x} is mapped {:?}, {access:?} access needed", m.flags),
                 ));
             }
             let off = cur - m.iova.0;
             let hva = m.host_address + off;
             let (gpa, left) = self.guest_of(hva).ok_or_else(|| {
-                cannot(
-                    cur,
-                    end - cur,
-                    format!("IOVA {cur:#x} maps host address {hva:#x}, which is not guest memory"),
-                )
+                cannot(cur, end - cur, format!("IOVA {cur:#x} maps host address {hva:#x}, which is not guest memory"))
             })?;
             // Cache the whole rest of the mapping (within the region), not just the request.
             let n = (m.len - off).min(left);
@@ -192,11 +156,7 @@ impl Iommu for IoasIommu {
         access: Permissions,
     ) -> std::result::Result<IotlbIterator<Self::IotlbGuard<'_>>, IommuError> {
         if iova.0.checked_add(length as u64).is_none() {
-            return Err(cannot(
-                iova.0,
-                length as u64,
-                "IOVA range wraps around".into(),
-            ));
+            return Err(cannot(iova.0, length as u64, "IOVA range wraps around".into()));
         }
         if self.seen.load(Ordering::SeqCst) != self.ioas.generation() {
             self.sync(&mut self.write());
@@ -210,25 +170,14 @@ impl Iommu for IoasIommu {
                 self.fill(r.base.0, r.length as u64, access)?;
             }
         }
-        Err(cannot(
-            iova.0,
-            length as u64,
-            "the IOAS changed during translation".into(),
-        ))
+        Err(cannot(iova.0, length as u64, "the IOAS changed during translation".into()))
     }
 }
 
 impl Ioas {
     /// Map guest memory `[gpa, gpa + len)` (within one region of `mem`) at `iova`. The
     /// IOAS keeps a clone of `mem` (so its mappings stay alive) until the range is unmapped.
-    pub fn map_guest_memory<M>(
-        &self,
-        mem: &M,
-        gpa: GuestAddress,
-        len: u64,
-        iova: Iova,
-        flags: MapFlags,
-    ) -> Result<()>
+    pub fn map_guest_memory<M>(&self, mem: &M, gpa: GuestAddress, len: u64, iova: Iova, flags: MapFlags) -> Result<()>
     where
         M: GuestMemoryBackend + Clone + Send + Sync + 'static,
     {
@@ -237,10 +186,7 @@ impl Ioas {
         if off.checked_add(len).is_none_or(|e| e > r.len()) {
             return Err(Error::BadAddress);
         }
-        let host = r
-            .get_host_address(MemoryRegionAddress(off))
-            .map_err(|_| Error::BadAddress)? as u64;
-        self.map_inner(host, len, Some(iova), flags, Some(Arc::new(mem.clone())))
-            .map(|_| ())
+        let host = r.get_host_address(MemoryRegionAddress(off)).map_err(|_| Error::BadAddress)? as u64;
+        self.map_inner(host, len, Some(iova), flags, Some(Arc::new(mem.clone()))).map(|_| ())
     }
 }

@@ -34,12 +34,8 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
     let deps = exe.parent()?;
     let profile = deps.parent()?;
     let cli = profile.join("uiommu");
-    let lib = [
-        deps.join("libuiommu_preload.so"),
-        profile.join("libuiommu_preload.so"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file());
+    let lib =
+        [deps.join("libuiommu_preload.so"), profile.join("libuiommu_preload.so")].into_iter().find(|p| p.is_file());
     if let (true, Some(lib)) = (cli.is_file(), lib) {
         return Some((cli, lib));
     }
@@ -47,19 +43,9 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
     // separate target directory (the running cargo holds the lock of ours).
     let tdir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("uiommu-run-build");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!(
-        "building uiommu-cli and uiommu-preload into {}",
-        tdir.display()
-    );
+    eprintln!("building uiommu-cli and uiommu-preload into {}", tdir.display());
     let st = Command::new(cargo)
-        .args([
-            "build",
-            "-p",
-            "uiommu-cli",
-            "-p",
-            "uiommu-preload",
-            "--target-dir",
-        ])
+        .args(["build", "-p", "uiommu-cli", "-p", "uiommu-preload", "--target-dir"])
         .arg(&tdir)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
@@ -83,9 +69,7 @@ fn api_suite_kernel_backend() {
         let fd = Iommufd::open().expect("open /dev/iommu");
         match Ioas::new(&fd).and_then(|ioas| Device::mock(&ioas)) {
             Err(Error::UnknownCommand) => {
-                eprintln!(
-                    "SKIP: /dev/iommu has no self-test ABI (kernel without CONFIG_IOMMUFD_TEST)"
-                );
+                eprintln!("SKIP: /dev/iommu has no self-test ABI (kernel without CONFIG_IOMMUFD_TEST)");
                 return;
             }
             Err(Error::NotPermitted) => {
@@ -113,22 +97,9 @@ fn api_suite_kernel_backend() {
         .expect("run uiommu");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    println!(
-        "--- {} run -- {} ---\n{stdout}\n{stderr}",
-        cli.display(),
-        exe.display()
-    );
-    assert!(
-        out.status.success(),
-        "the API suite failed on the kernel backend under uiommu run"
-    );
+    println!("--- {} run -- {} ---\n{stdout}\n{stderr}", cli.display(), exe.display());
+    assert!(out.status.success(), "the API suite failed on the kernel backend under uiommu run");
     assert!(stdout.contains("1 passed"), "the child ran no test");
-    assert!(
-        stderr.contains("case drop_in_any_order ok"),
-        "the child did not finish the suite"
-    );
-    assert!(
-        stdout.contains("iommufd: kernel backend") && stdout.contains("mini_vmm: ok"),
-        "mini_vmm did not run"
-    );
+    assert!(stderr.contains("case drop_in_any_order ok"), "the child did not finish the suite");
+    assert!(stdout.contains("iommufd: kernel backend") && stdout.contains("mini_vmm: ok"), "mini_vmm did not run");
 }

@@ -208,8 +208,15 @@ impl fmt::Debug for MockPageTable {
 impl MockPageTable {
     /// An empty table of the given type.
     pub fn new(ty: MockPtType) -> Self {
-        let mut pt =
-            MockPageTable { ty, tables: Vec::new(), live: Vec::new(), free: Vec::new(), nr_tables: 0, mapped: 0, cap_lg2: 63 };
+        let mut pt = MockPageTable {
+            ty,
+            tables: Vec::new(),
+            live: Vec::new(),
+            free: Vec::new(),
+            nr_tables: 0,
+            mapped: 0,
+            cap_lg2: 63,
+        };
         let top = pt.alloc_table();
         debug_assert_eq!(top, 0);
         pt

@@ -241,7 +241,11 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         }
         IOMMU_TEST_OP_DIRTY => {
             let mut p: TestDirty = cmd.payload();
-            if p.page_size == 0 || p.length == 0 || !p.iova.is_multiple_of(p.page_size) || !p.length.is_multiple_of(p.page_size) || p.uptr == 0
+            if p.page_size == 0
+                || p.length == 0
+                || !p.iova.is_multiple_of(p.page_size)
+                || !p.length.is_multiple_of(p.page_size)
+                || p.uptr == 0
             {
                 return Err(Errno::EINVAL);
             }
@@ -451,7 +455,8 @@ fn revoke_everywhere(m: &crate::Machine, buf: &Arc<super::DmaBuf>) {
                 .areas
                 .iter()
                 .filter(|(_, a)| {
-                    !a.revoked && matches!(&g.stores[&a.store].source, Source::DmaBuf { buf: b, .. } if Arc::ptr_eq(b, buf))
+                    !a.revoked
+                        && matches!(&g.stores[&a.store].source, Source::DmaBuf { buf: b, .. } if Arc::ptr_eq(b, buf))
                 })
                 .map(|(&k, _)| k)
                 .collect();

@@ -93,12 +93,7 @@ impl World {
         let sim = SimPlatform::new();
         let m = Machine::new(sim.clone());
         let ctxs = vec![Context::open(&m), Context::open(&m)];
-        let creds = Creds {
-            uid: UID,
-            cap_sys_resource: false,
-            cap_ipc_lock: false,
-            memlock_limit: 256 * P,
-        };
+        let creds = Creds { uid: UID, cap_sys_resource: false, cap_ipc_lock: false, memlock_limit: 256 * P };
         let caller = Caller::new(PID, creds);
         let scratch = sim.mmap(PID, 1 << 16, true);
         let bufs = vec![
@@ -215,16 +210,12 @@ impl World {
     ) -> (Result<i64, uiommu_core::Errno>, T) {
         let size = (core::mem::size_of::<T>() as u32).to_ne_bytes();
         v.as_mut_bytes()[..4].copy_from_slice(&size);
-        self.sim
-            .write_user(&self.caller, self.scratch, v.as_bytes())
-            .expect("scratch");
+        self.sim.write_user(&self.caller, self.scratch, v.as_bytes()).expect("scratch");
         let res = ctx.ioctl(&self.caller, cmd, self.scratch);
         if res.is_ok() {
             *self.ok.entry(cmd as u8).or_default() += 1;
         }
-        self.sim
-            .read_user(&self.caller, self.scratch, v.as_mut_bytes())
-            .expect("scratch");
+        self.sim.read_user(&self.caller, self.scratch, v.as_mut_bytes()).expect("scratch");
         (res, v)
     }
 
@@ -248,9 +239,7 @@ impl World {
     fn put(&self, off: u64, bytes: &[u8]) -> u64 {
         let at = self.scratch + 0x1000 + off % 0x8000;
         let n = bytes.len().min((self.scratch + (1 << 16) - at) as usize);
-        self.sim
-            .write_user(&self.caller, at, &bytes[..n])
-            .expect("scratch");
+        self.sim.write_user(&self.caller, at, &bytes[..n]).expect("scratch");
         at
     }
 
@@ -276,10 +265,7 @@ impl World {
                 let (res, c) = self.call(
                     &ctx,
                     IOMMU_IOAS_ALLOC,
-                    IommuIoasAlloc {
-                        flags: Self::flags(r, 0),
-                        ..Default::default()
-                    },
+                    IommuIoasAlloc { flags: Self::flags(r, 0), ..Default::default() },
                 );
                 self.keep_id(&res, c.out_ioas_id);
             }
@@ -288,10 +274,8 @@ impl World {
                 self.call(&ctx, IOMMU_DESTROY, IommuDestroy { size: 0, id });
             }
             2 | 3 => {
-                let flags = Self::flags(
-                    r,
-                    IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-                );
+                let flags =
+                    Self::flags(r, IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE);
                 let c = IommuIoasMap {
                     flags,
                     ioas_id: self.id(r),
@@ -303,10 +287,8 @@ impl World {
                 self.call(&ctx, IOMMU_IOAS_MAP, c);
             }
             4 => {
-                let flags = Self::flags(
-                    r,
-                    IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-                );
+                let flags =
+                    Self::flags(r, IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE);
                 let c = IommuIoasMapFile {
                     flags,
                     ioas_id: self.id(r),
@@ -321,10 +303,7 @@ impl World {
             5 => {
                 let flags = Self::flags(
                     r,
-                    IOMMU_IOAS_MAP_FIXED_IOVA
-                        | IOMMU_IOAS_MAP_READABLE
-                        | IOMMU_IOAS_MAP_WRITEABLE
-                        | 1 << 16,
+                    IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE | 1 << 16,
                 );
                 let c = IommuIoasCopy {
                     flags,
@@ -388,11 +367,7 @@ impl World {
                     dev_flags: Self::flags(r, MOCK_FLAGS_DEVICE_NO_DIRTY | MOCK_FLAGS_DEVICE_PASID),
                     ..Default::default()
                 };
-                let op = if r.bool() {
-                    IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS
-                } else {
-                    IOMMU_TEST_OP_MOCK_DOMAIN
-                };
+                let op = if r.bool() { IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS } else { IOMMU_TEST_OP_MOCK_DOMAIN };
                 let id = self.id(r);
                 let (res, p) = self.test(&ctx, op, id, &p);
                 self.keep_id(&res, p.out_stdev_id);
@@ -401,12 +376,7 @@ impl World {
             }
             13 => {
                 let (id, pt) = (self.id(r), self.id(r));
-                self.test(
-                    &ctx,
-                    IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
-                    id,
-                    &TestMockDomainReplace { pt_id: pt },
-                );
+                self.test(&ctx, IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE, id, &TestMockDomainReplace { pt_id: pt });
             }
             14 | 15 => {
                 let flags = Self::flags(
@@ -424,15 +394,8 @@ impl World {
                     ..Default::default()
                 };
                 if r.bool() {
-                    let d = IommuHwptSelftest {
-                        iotlb: r.u32(),
-                        pagetable_type: r.u8() as u32 % 3,
-                    };
-                    c.data_type = if r.u8().is_multiple_of(8) {
-                        r.u32()
-                    } else {
-                        IOMMU_HWPT_DATA_SELFTEST
-                    };
+                    let d = IommuHwptSelftest { iotlb: r.u32(), pagetable_type: r.u8() as u32 % 3 };
+                    c.data_type = if r.u8().is_multiple_of(8) { r.u32() } else { IOMMU_HWPT_DATA_SELFTEST };
                     c.data_len = [8, 4, 0, 12, 3][r.u8() as usize % 5];
                     c.data_uptr = self.put(0x100, d.as_bytes());
                 }
@@ -466,40 +429,20 @@ impl World {
                     &ctx,
                     IOMMU_TEST_OP_DESTROY_ACCESS_PAGES,
                     fd,
-                    &TestDestroyAccessPages {
-                        access_pages_id: item,
-                    },
+                    &TestDestroyAccessPages { access_pages_id: item },
                 );
             }
             19 => {
                 let fd = self.fd(r) as u32;
                 let length = self.len(r).min(1 << 20);
-                let flags = Self::flags(
-                    r,
-                    MOCK_ACCESS_RW_WRITE | MOCK_ACCESS_RW_SLOW_PATH | MOCK_FLAGS_ACCESS_SYZ,
-                );
-                let uptr = if r.bool() {
-                    self.scratch + 0x2000
-                } else {
-                    self.va(r)
-                };
-                let p = TestAccessRw {
-                    iova: self.iova(r),
-                    length: length.min(0xe000),
-                    uptr,
-                    flags,
-                    pad: 0,
-                };
+                let flags = Self::flags(r, MOCK_ACCESS_RW_WRITE | MOCK_ACCESS_RW_SLOW_PATH | MOCK_FLAGS_ACCESS_SYZ);
+                let uptr = if r.bool() { self.scratch + 0x2000 } else { self.va(r) };
+                let p = TestAccessRw { iova: self.iova(r), length: length.min(0xe000), uptr, flags, pad: 0 };
                 self.test(&ctx, IOMMU_TEST_OP_ACCESS_RW, fd, &p);
             }
             20 => {
                 let (fd, ioas) = (self.fd(r) as u32, self.id(r));
-                self.test(
-                    &ctx,
-                    IOMMU_TEST_OP_ACCESS_REPLACE_IOAS,
-                    fd,
-                    &TestAccessReplaceIoas { ioas_id: ioas },
-                );
+                self.test(&ctx, IOMMU_TEST_OP_ACCESS_REPLACE_IOAS, fd, &TestAccessReplaceIoas { ioas_id: ioas });
             }
             21 => {
                 // close(2) of an engine descriptor.
@@ -513,24 +456,14 @@ impl World {
                 let (res, c) = self.call(
                     &ctx,
                     IOMMU_FAULT_QUEUE_ALLOC,
-                    IommuFaultAlloc {
-                        flags: Self::flags(r, 0),
-                        ..Default::default()
-                    },
+                    IommuFaultAlloc { flags: Self::flags(r, 0), ..Default::default() },
                 );
                 self.keep_id(&res, c.out_fault_id);
                 self.keep_fd(&res, c.out_fault_fd as i32);
             }
             23 => {
-                let d = IommuViommuSelftest {
-                    in_data: r.u32(),
-                    ..Default::default()
-                };
-                let ty = if r.u8().is_multiple_of(8) {
-                    r.u32()
-                } else {
-                    IOMMU_VIOMMU_TYPE_SELFTEST
-                };
+                let d = IommuViommuSelftest { in_data: r.u32(), ..Default::default() };
+                let ty = if r.u8().is_multiple_of(8) { r.u32() } else { IOMMU_VIOMMU_TYPE_SELFTEST };
                 let c = IommuViommuAlloc {
                     flags: Self::flags(r, 0),
                     type_: ty,
@@ -554,11 +487,7 @@ impl World {
                 self.keep_id(&res, c.out_vdevice_id);
             }
             25 => {
-                let ty = if r.u8().is_multiple_of(8) {
-                    r.u32()
-                } else {
-                    IOMMU_VEVENTQ_TYPE_SELFTEST
-                };
+                let ty = if r.u8().is_multiple_of(8) { r.u32() } else { IOMMU_VEVENTQ_TYPE_SELFTEST };
                 let c = IommuVeventqAlloc {
                     viommu_id: self.id(r),
                     type_: ty,
@@ -570,11 +499,7 @@ impl World {
                 self.keep_fd(&res, c.out_veventq_fd as i32);
             }
             26 => {
-                let ty = if r.u8().is_multiple_of(8) {
-                    r.u32()
-                } else {
-                    IOMMU_HW_QUEUE_TYPE_SELFTEST
-                };
+                let ty = if r.u8().is_multiple_of(8) { r.u32() } else { IOMMU_HW_QUEUE_TYPE_SELFTEST };
                 let c = IommuHwQueueAlloc {
                     viommu_id: self.id(r),
                     type_: ty,
@@ -656,12 +581,7 @@ impl World {
                     };
                     self.test(&ctx, IOMMU_TEST_OP_TRIGGER_IOPF, 0, &p);
                 } else {
-                    self.test(
-                        &ctx,
-                        IOMMU_TEST_OP_TRIGGER_VEVENT,
-                        0,
-                        &TestTriggerVevent { dev_id: dev },
-                    );
+                    self.test(&ctx, IOMMU_TEST_OP_TRIGGER_VEVENT, 0, &TestTriggerVevent { dev_id: dev });
                 }
             }
             30 => {
@@ -682,19 +602,13 @@ impl World {
                         &ctx,
                         IOMMU_TEST_OP_DMABUF_GET,
                         0,
-                        &TestDmabufGet {
-                            length: (r.u8() as u32 % 9) * 4096,
-                            open_flags: 0,
-                        },
+                        &TestDmabufGet { length: (r.u8() as u32 % 9) * 4096, open_flags: 0 },
                     );
                     if let Ok(fd) = res {
                         self.fds.push(fd as i32);
                     }
                 } else {
-                    let p = TestDmabufRevoke {
-                        dmabuf_fd: self.fd(r),
-                        revoked: r.u8() as u32 % 2,
-                    };
+                    let p = TestDmabufRevoke { dmabuf_fd: self.fd(r), revoked: r.u8() as u32 % 2 };
                     self.test(&ctx, IOMMU_TEST_OP_DMABUF_REVOKE, 0, &p);
                 }
             }
@@ -727,24 +641,15 @@ impl World {
                 other.pid = PID + 1;
                 // The child shares the scratch page (as after fork).
                 self.sim.share(PID, self.scratch, PID + 1);
-                let c = IommuIoasChangeProcess {
-                    size: 8,
-                    reserved: if r.u8().is_multiple_of(8) { 1 } else { 0 },
-                };
-                self.sim
-                    .write_user(&self.caller, self.scratch, c.as_bytes())
-                    .expect("scratch");
+                let c = IommuIoasChangeProcess { size: 8, reserved: if r.u8().is_multiple_of(8) { 1 } else { 0 } };
+                self.sim.write_user(&self.caller, self.scratch, c.as_bytes()).expect("scratch");
                 let _ = ctx.ioctl(&other, IOMMU_IOAS_CHANGE_PROCESS, self.scratch);
             }
             36 => {
                 let id = self.id(r);
                 match r.u8() % 5 {
                     0 => {
-                        let p = TestCheckMap {
-                            iova: self.iova(r),
-                            length: self.len(r).min(1 << 20),
-                            uptr: self.va(r),
-                        };
+                        let p = TestCheckMap { iova: self.iova(r), length: self.len(r).min(1 << 20), uptr: self.va(r) };
                         self.test(&ctx, IOMMU_TEST_OP_MD_CHECK_MAP, id, &p);
                     }
                     1 => {
@@ -761,10 +666,7 @@ impl World {
                             &ctx,
                             IOMMU_TEST_OP_MD_CHECK_IOTLB,
                             id,
-                            &TestCheckIotlb {
-                                id: r.u8() as u32 % 5,
-                                iotlb: r.u32(),
-                            },
+                            &TestCheckIotlb { id: r.u8() as u32 % 5, iotlb: r.u32() },
                         );
                     }
                     3 => {
@@ -772,17 +674,11 @@ impl World {
                             &ctx,
                             IOMMU_TEST_OP_DEV_CHECK_CACHE,
                             id,
-                            &TestCheckDevCache {
-                                id: r.u8() as u32 % 5,
-                                cache: r.u32(),
-                            },
+                            &TestCheckDevCache { id: r.u8() as u32 % 5, cache: r.u32() },
                         );
                     }
                     _ => {
-                        let p = TestAddReserved {
-                            start: self.iova(r),
-                            length: self.len(r),
-                        };
+                        let p = TestAddReserved { start: self.iova(r), length: self.len(r) };
                         self.test(&ctx, IOMMU_TEST_OP_ADD_RESERVED, id, &p);
                     }
                 }
@@ -832,28 +728,18 @@ impl World {
             let id = self.id(r);
             bytes[4..8].copy_from_slice(&id.to_ne_bytes());
         }
-        self.sim
-            .write_user(&self.caller, self.scratch, &bytes)
-            .expect("scratch");
+        self.sim.write_user(&self.caller, self.scratch, &bytes).expect("scratch");
         let _ = ctx.ioctl(&self.caller, info.ioctl, self.scratch);
     }
 
     fn vfio(&mut self, ctx: &Arc<Context>, r: &mut Reader) {
         match r.u8() % 6 {
             0 => {
-                let c = IommuVfioIoas {
-                    ioas_id: self.id(r),
-                    op: r.u8() as u16 % 4,
-                    ..Default::default()
-                };
+                let c = IommuVfioIoas { ioas_id: self.id(r), op: r.u8() as u16 % 4, ..Default::default() };
                 self.call(ctx, IOMMU_VFIO_IOAS, c);
             }
             1 => {
-                let _ = ctx.ioctl(
-                    &self.caller,
-                    VFIO_SET_IOMMU,
-                    [1, 3, 0, 8][r.u8() as usize % 4],
-                );
+                let _ = ctx.ioctl(&self.caller, VFIO_SET_IOMMU, [1, 3, 0, 8][r.u8() as usize % 4]);
             }
             2 => {
                 let m = VfioIommuType1DmaMap {
@@ -863,9 +749,7 @@ impl World {
                     iova: self.iova(r),
                     size: self.len(r),
                 };
-                self.sim
-                    .write_user(&self.caller, self.scratch, m.as_bytes())
-                    .expect("scratch");
+                self.sim.write_user(&self.caller, self.scratch, m.as_bytes()).expect("scratch");
                 let _ = ctx.ioctl(&self.caller, VFIO_IOMMU_MAP_DMA, self.scratch);
             }
             3 => {
@@ -875,16 +759,12 @@ impl World {
                     iova: self.iova(r),
                     size: self.len(r),
                 };
-                self.sim
-                    .write_user(&self.caller, self.scratch, u.as_bytes())
-                    .expect("scratch");
+                self.sim.write_user(&self.caller, self.scratch, u.as_bytes()).expect("scratch");
                 let _ = ctx.ioctl(&self.caller, VFIO_IOMMU_UNMAP_DMA, self.scratch);
             }
             4 => {
                 let argsz = [16u32, 24, 40, 64, 200][r.u8() as usize % 5];
-                self.sim
-                    .write_user(&self.caller, self.scratch, &argsz.to_ne_bytes())
-                    .expect("scratch");
+                self.sim.write_user(&self.caller, self.scratch, &argsz.to_ne_bytes()).expect("scratch");
                 let _ = ctx.ioctl(&self.caller, VFIO_IOMMU_GET_INFO, self.scratch);
             }
             _ => {
@@ -906,10 +786,7 @@ impl World {
             &ctx,
             IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS,
             ioas,
-            &TestMockDomainFlags {
-                dev_flags: MOCK_FLAGS_DEVICE_PASID,
-                ..Default::default()
-            },
+            &TestMockDomainFlags { dev_flags: MOCK_FLAGS_DEVICE_PASID, ..Default::default() },
         );
         let (buf0, buf1) = (self.bufs[0].0, self.bufs[1].0);
         let m = IommuIoasMap {
@@ -921,22 +798,13 @@ impl World {
             ..Default::default()
         };
         self.call(&ctx, IOMMU_IOAS_MAP, m);
-        let m = IommuIoasMap {
-            flags: rw,
-            ioas_id: ioas2,
-            user_va: buf1,
-            length: 8 * P,
-            ..Default::default()
-        };
+        let m = IommuIoasMap { flags: rw, ioas_id: ioas2, user_va: buf1, length: 8 * P, ..Default::default() };
         self.call(&ctx, IOMMU_IOAS_MAP, m);
         let (res, acc) = self.test(
             &ctx,
             IOMMU_TEST_OP_CREATE_ACCESS,
             ioas,
-            &TestCreateAccess {
-                flags: MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
-                ..Default::default()
-            },
+            &TestCreateAccess { flags: MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES, ..Default::default() },
         );
         self.keep_fd(&res, acc.out_access_fd as i32);
         let (res, f) = self.call(&ctx, IOMMU_FAULT_QUEUE_ALLOC, IommuFaultAlloc::default());
@@ -955,12 +823,8 @@ impl World {
             ..Default::default()
         };
         let (_, v) = self.call(&ctx, IOMMU_VIOMMU_ALLOC, c);
-        let c = IommuVdeviceAlloc {
-            viommu_id: v.out_viommu_id,
-            dev_id: d.out_idev_id,
-            virt_id: 1,
-            ..Default::default()
-        };
+        let c =
+            IommuVdeviceAlloc { viommu_id: v.out_viommu_id, dev_id: d.out_idev_id, virt_id: 1, ..Default::default() };
         self.call(&ctx, IOMMU_VDEVICE_ALLOC, c);
         self.check();
     }
@@ -969,11 +833,7 @@ impl World {
     pub fn check(&self) {
         for (i, c) in self.ctxs.iter().enumerate() {
             if let Err(e) = c.check_invariants() {
-                panic!(
-                    "step {}: context {i}: invariant violated: {e}\n{}",
-                    self.steps,
-                    c.snapshot()
-                );
+                panic!("step {}: context {i}: invariant violated: {e}\n{}", self.steps, c.snapshot());
             }
         }
     }
@@ -989,21 +849,9 @@ impl World {
         let m = self.m.clone();
         self.ctxs.clear();
         assert_eq!(m.total_pins(), 0, "pins left after closing everything");
-        assert_eq!(
-            m.user_locked_pages(UID),
-            0,
-            "locked_vm left after closing everything"
-        );
-        assert_eq!(
-            m.pinned_pages_of(PID),
-            (0, 0),
-            "pinned_vm left after closing everything"
-        );
-        assert_eq!(
-            m.pinned_pages_of(PID + 1),
-            (0, 0),
-            "pinned_vm left after closing everything"
-        );
+        assert_eq!(m.user_locked_pages(UID), 0, "locked_vm left after closing everything");
+        assert_eq!(m.pinned_pages_of(PID), (0, 0), "pinned_vm left after closing everything");
+        assert_eq!(m.pinned_pages_of(PID + 1), (0, 0), "pinned_vm left after closing everything");
     }
 }
 

@@ -71,7 +71,9 @@ impl H {
     pub fn map(&self, ioas: u32, va: u64, len: u64, iova: Option<u64>) -> Result<u64, Errno> {
         let mut c = IommuIoasMap {
             size: 40,
-            flags: IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE | if iova.is_some() { IOMMU_IOAS_MAP_FIXED_IOVA } else { 0 },
+            flags: IOMMU_IOAS_MAP_READABLE
+                | IOMMU_IOAS_MAP_WRITEABLE
+                | if iova.is_some() { IOMMU_IOAS_MAP_FIXED_IOVA } else { 0 },
             ioas_id: ioas,
             user_va: va,
             length: len,
@@ -105,7 +107,8 @@ impl H {
     pub fn iova_ranges(&self, ioas: u32) -> (Vec<(u64, u64)>, u64) {
         use uiommu_core::Platform;
         let buf = self.scratch + 0x1000;
-        let mut c = IommuIoasIovaRanges { size: 32, ioas_id: ioas, num_iovas: 16, allowed_iovas: buf, ..Default::default() };
+        let mut c =
+            IommuIoasIovaRanges { size: 32, ioas_id: ioas, num_iovas: 16, allowed_iovas: buf, ..Default::default() };
         self.ioctl(IOMMU_IOAS_IOVA_RANGES, &mut c).unwrap();
         let mut v = vec![IommuIovaRange::default(); c.num_iovas as usize];
         self.sim.read_user(&self.caller, buf, v.as_mut_bytes()).unwrap();

@@ -15,9 +15,7 @@ use super::{dma_error, Backend, BackendKind, DmaBuf};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use uiommu_core::{
-    Caller, Context, Creds, EngineFile, Errno, FdTarget, HostFile, Machine, Platform,
-};
+use uiommu_core::{Caller, Context, Creds, EngineFile, Errno, FdTarget, HostFile, Machine, Platform};
 use uiommu_linux::LinuxMemory;
 
 /// Engine file numbers start here, clear of the real descriptors a program usually has.
@@ -89,17 +87,10 @@ impl Platform for EnginePlatform {
         Ok(FdTarget::Host(file))
     }
 
-    fn install_fd(
-        &self,
-        _caller: &Caller,
-        file: EngineFile,
-        _flags: i32,
-    ) -> uiommu_core::Result<i32> {
+    fn install_fd(&self, _caller: &Caller, file: EngineFile, _flags: i32) -> uiommu_core::Result<i32> {
         let mut f = self.files();
         // Numbers are never reused, so no stale entry is ever dropped here (under engine locks).
-        let fd = FIRST_ENGINE_FD
-            .checked_add(f.next)
-            .ok_or(Errno(libc::EMFILE))?;
+        let fd = FIRST_ENGINE_FD.checked_add(f.next).ok_or(Errno(libc::EMFILE))?;
         f.next += 1;
         f.map.insert(fd, file);
         Ok(fd)
@@ -136,15 +127,8 @@ impl EngineBackend {
         // SAFETY: getuid has no preconditions.
         let uid = unsafe { libc::getuid() };
         // The embedding program owns the engine: no RLIMIT_MEMLOCK charge limit.
-        let creds = Creds {
-            uid,
-            ..Creds::PRIVILEGED
-        };
-        EngineBackend {
-            platform: platform.clone(),
-            ctx: Context::open(m),
-            creds,
-        }
+        let creds = Creds { uid, ..Creds::PRIVILEGED };
+        EngineBackend { platform: platform.clone(), ctx: Context::open(m), creds }
     }
 
     /// The caller: this process (its pid now, so a fork child's calls read its own memory).
@@ -160,23 +144,15 @@ impl Backend for EngineBackend {
 
     fn ioctl(&self, cmd: u32, arg: &mut [u8]) -> Result<i64> {
         // The engine reads and writes the structure through the platform, at its address.
-        Ok(self
-            .ctx
-            .ioctl(&self.caller(), cmd, arg.as_mut_ptr() as u64)?)
+        Ok(self.ctx.ioctl(&self.caller(), cmd, arg.as_mut_ptr() as u64)?)
     }
 
     fn read_file(&self, fd: i32, buf: &mut [u8]) -> Result<usize> {
-        Ok(self
-            .platform
-            .file(fd)?
-            .read(&self.caller(), buf.as_mut_ptr() as u64, buf.len())?)
+        Ok(self.platform.file(fd)?.read(&self.caller(), buf.as_mut_ptr() as u64, buf.len())?)
     }
 
     fn write_file(&self, fd: i32, buf: &[u8]) -> Result<usize> {
-        Ok(self
-            .platform
-            .file(fd)?
-            .write(&self.caller(), buf.as_ptr() as u64, buf.len())?)
+        Ok(self.platform.file(fd)?.write(&self.caller(), buf.as_ptr() as u64, buf.len())?)
     }
 
     fn close_file(&self, fd: i32) {

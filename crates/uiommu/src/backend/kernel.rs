@@ -69,9 +69,6 @@ impl Backend for KernelBackend {
     }
 
     fn dma(&self, _dev: u32, _pasid: u32, _iova: u64, _buf: DmaBuf<'_>) -> Result<()> {
-        Err(Error::Unsupported {
-            what: "direct device DMA",
-            backend: BackendKind::Kernel,
-        })
+        Err(Error::Unsupported { what: "direct device DMA", backend: BackendKind::Kernel })
     }
 }

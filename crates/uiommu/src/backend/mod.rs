@@ -62,9 +62,7 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
 /// The error for a DMA the engine refused: a translation failure is an IO page fault.
 pub(crate) fn dma_error(e: Error, iova: u64) -> Error {
     match e {
-        Error::BadAddress => Error::DmaFault {
-            iova: crate::Iova(iova),
-        },
+        Error::BadAddress => Error::DmaFault { iova: crate::Iova(iova) },
         e => e,
     }
 }

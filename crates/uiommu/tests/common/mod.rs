@@ -53,13 +53,7 @@ fn ioas_ranges(fd: &Iommufd) {
     // A mock device narrows the usable space to its aperture.
     let _dev = Device::mock(&ioas).unwrap();
     let r = ioas.iova_ranges().unwrap();
-    assert_eq!(
-        r.ranges,
-        vec![IovaRange {
-            start: Iova(1 << 24),
-            last: Iova((1 << 31) - 1)
-        }]
-    );
+    assert_eq!(r.ranges, vec![IovaRange { start: Iova(1 << 24), last: Iova((1 << 31) - 1) }]);
     ioas.set_huge_pages(false).unwrap();
 }
 
@@ -71,14 +65,9 @@ fn map_unmap(fd: &Iommufd) {
     assert_ne!(auto, BASE);
     let maps = ioas.mappings();
     assert_eq!(maps.len(), 2);
-    assert!(maps
-        .iter()
-        .any(|m| m.iova == BASE && m.len == 16 << 10 && m.host_address == mem.host_address()));
+    assert!(maps.iter().any(|m| m.iova == BASE && m.len == 16 << 10 && m.host_address == mem.host_address()));
     let t = ioas.translate(auto.unchecked_add(5)).unwrap();
-    assert_eq!(
-        (t.iova, t.host_address, t.flags),
-        (auto, mem.host_address() + (16 << 10), MapFlags::READ)
-    );
+    assert_eq!((t.iova, t.host_address, t.flags), (auto, mem.host_address() + (16 << 10), MapFlags::READ));
     assert_eq!(ioas.translate(Iova(0x10)), None);
     // Overlap.
     assert_eq!(ioas.map_at(BASE, &mem, 0, 4096, RW), Err(Error::Exists));
@@ -93,28 +82,16 @@ fn map_errors(fd: &Iommufd) {
     let ioas = Ioas::new(fd).unwrap();
     let mem = HostMemory::new(8192).unwrap();
     // Outside the memory: refused before any ioctl.
-    assert_eq!(
-        ioas.map_at(BASE, &mem, 4096, 8192, RW),
-        Err(Error::BadAddress)
-    );
+    assert_eq!(ioas.map_at(BASE, &mem, 4096, 8192, RW), Err(Error::BadAddress));
     // Zero length, no permissions, unaligned IOVA: EINVAL.
     let e = ioas.map_at(BASE, &mem, 0, 0, RW).unwrap_err();
     assert_eq!(e.errno(), libc::EINVAL);
-    assert_eq!(
-        ioas.map_at(BASE, &mem, 0, 4096, MapFlags::empty()),
-        Err(Error::InvalidArgument)
-    );
+    assert_eq!(ioas.map_at(BASE, &mem, 0, 4096, MapFlags::empty()), Err(Error::InvalidArgument));
     // With a device attached, IOVAs must be aligned to the IOMMU page size.
     let _dev = Device::mock(&ioas).unwrap();
-    assert_eq!(
-        ioas.map_at(Iova(BASE.0 + 1), &mem, 0, 4096, RW),
-        Err(Error::InvalidArgument)
-    );
+    assert_eq!(ioas.map_at(Iova(BASE.0 + 1), &mem, 0, 4096, RW), Err(Error::InvalidArgument));
     // An IOVA range that wraps: EOVERFLOW.
-    assert_eq!(
-        ioas.map_at(Iova(u64::MAX - 4095), &mem, 0, 8192, RW),
-        Err(Error::Overflow)
-    );
+    assert_eq!(ioas.map_at(Iova(u64::MAX - 4095), &mem, 0, 8192, RW), Err(Error::Overflow));
     // Unmapped host memory: EFAULT from the pin.
     // SAFETY: nothing is mapped at 4096, so nothing can be reached through the mapping
     // (and the call fails).
@@ -156,10 +133,7 @@ fn read_only_mapping(fd: &Iommufd) {
     let dev = Device::mock(&ioas).unwrap();
     if fd.supports_device_dma() {
         dev.dma_read(BASE, &mut b).unwrap();
-        assert_eq!(
-            dev.dma_write(BASE, b"xx"),
-            Err(Error::DmaFault { iova: BASE })
-        );
+        assert_eq!(dev.dma_write(BASE, b"xx"), Err(Error::DmaFault { iova: BASE }));
     }
     mem.read_slice(&mut b, 0).unwrap();
     assert_eq!(&b, b"ro");
@@ -174,11 +148,7 @@ fn device_attach_hw_info(fd: &Iommufd) {
     assert_eq!(info.data_type, SELFTEST_HW_INFO);
     assert!(info.capabilities.contains(HwCaps::DIRTY_TRACKING));
     let nd = Device::mock_with_flags(&ioas, DeviceFlags::NO_DIRTY).unwrap();
-    assert!(!nd
-        .hw_info()
-        .unwrap()
-        .capabilities
-        .contains(HwCaps::DIRTY_TRACKING));
+    assert!(!nd.hw_info().unwrap().capabilities.contains(HwCaps::DIRTY_TRACKING));
     // Both devices share the IOAS's automatic domain only if compatible; either way each
     // has one.
     assert!(nd.hwpt_id().0 > 0);
@@ -191,21 +161,11 @@ fn device_dma(fd: &Iommufd) {
     let dev = Device::mock(&ioas).unwrap();
     if !fd.supports_device_dma() {
         let e = dev.dma_write(BASE, b"x").unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::Unsupported {
-                    backend: BackendKind::Kernel,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e, Error::Unsupported { backend: BackendKind::Kernel, .. }), "{e:?}");
         assert_eq!(e.errno(), libc::EOPNOTSUPP);
         return;
     }
-    dev.dma_write(Iova(BASE.0 + 4000), b"dma across a page")
-        .unwrap();
+    dev.dma_write(Iova(BASE.0 + 4000), b"dma across a page").unwrap();
     let mut b = [0u8; 17];
     mem.read_slice(&mut b, 4000).unwrap();
     assert_eq!(&b, b"dma across a page");
@@ -213,15 +173,9 @@ fn device_dma(fd: &Iommufd) {
     dev.dma_read(Iova(BASE.0 + 100), &mut b[..3]).unwrap();
     assert_eq!(&b[..3], b"cpu");
     // Past the end of the mapping: an IO page fault, at the first unmapped byte's access.
-    assert!(matches!(
-        dev.dma_read(Iova(BASE.0 + 8190), &mut b[..4]),
-        Err(Error::DmaFault { .. })
-    ));
+    assert!(matches!(dev.dma_read(Iova(BASE.0 + 8190), &mut b[..4]), Err(Error::DmaFault { .. })));
     ioas.unmap(BASE, 8192).unwrap();
-    assert_eq!(
-        dev.dma_read(BASE, &mut b),
-        Err(Error::DmaFault { iova: BASE })
-    );
+    assert_eq!(dev.dma_read(BASE, &mut b), Err(Error::DmaFault { iova: BASE }));
 }
 
 fn dirty_tracking(fd: &Iommufd) {
@@ -247,27 +201,16 @@ fn dirty_tracking(fd: &Iommufd) {
         hwpt.mark_dirty(b.align_down(4096), 4096, 4096).unwrap();
     }
     let bm = hwpt.dirty_bitmap(BASE, 64 << 10, 4096, true).unwrap();
-    assert_eq!(
-        bm.dirty_pages().collect::<Vec<_>>(),
-        vec![a, b.align_down(4096)]
-    );
+    assert_eq!(bm.dirty_pages().collect::<Vec<_>>(), vec![a, b.align_down(4096)]);
     assert!(bm.is_dirty(b) && !bm.is_dirty(BASE));
     // Cleared by the read.
-    assert_eq!(
-        hwpt.dirty_bitmap(BASE, 64 << 10, 4096, false)
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(hwpt.dirty_bitmap(BASE, 64 << 10, 4096, false).unwrap().count(), 0);
     hwpt.set_dirty_tracking(false).unwrap();
     // An automatic domain cannot track dirty pages.
     let plain = Device::mock(&Ioas::new(fd).unwrap()).unwrap();
     let auto = HwPagetable::new(&plain, &ioas, HwptFlags::empty()).unwrap();
     assert!(auto.set_dirty_tracking(true).is_err());
-    assert_eq!(
-        hwpt.dirty_bitmap(BASE, 4096, 3000, false).unwrap_err(),
-        Error::InvalidArgument
-    );
+    assert_eq!(hwpt.dirty_bitmap(BASE, 4096, 3000, false).unwrap_err(), Error::InvalidArgument);
 }
 
 fn copy_between_ioas(fd: &Iommufd) {
@@ -277,11 +220,7 @@ fn copy_between_ioas(fd: &Iommufd) {
     mem.write_slice(b"shared pages", 8192).unwrap();
     a.map_at(BASE, &mem, 0, 16 << 10, RW).unwrap();
     let dst = Iova(0x200_0000);
-    assert_eq!(
-        b.copy_from(&a, BASE, 16 << 10, Some(dst), MapFlags::READ)
-            .unwrap(),
-        dst
-    );
+    assert_eq!(b.copy_from(&a, BASE, 16 << 10, Some(dst), MapFlags::READ).unwrap(), dst);
     let m = b.translate(Iova(dst.0 + 8192)).unwrap();
     assert_eq!(m.host_address, mem.host_address());
     assert_eq!(m.flags, MapFlags::READ);
@@ -308,12 +247,7 @@ fn allowed_and_reserved(fd: &Iommufd) {
     ioas.allow_iovas(&[]).unwrap();
     ioas.add_reserved(Iova(0x800_0000), 0x10_0000).unwrap();
     assert!(ioas.map_at(Iova(0x800_0000), &mem, 0, 4096, RW).is_err());
-    assert!(ioas
-        .iova_ranges()
-        .unwrap()
-        .ranges
-        .iter()
-        .all(|r| !r.contains(Iova(0x800_0000))));
+    assert!(ioas.iova_ranges().unwrap().ranges.iter().all(|r| !r.contains(Iova(0x800_0000))));
 }
 
 fn fault_queue(fd: &Iommufd) {
@@ -323,37 +257,22 @@ fn fault_queue(fd: &Iommufd) {
     let hwpt = HwPagetable::with_fault_queue(&dev, &ioas, HwptFlags::empty(), &fq).unwrap();
     dev.replace(&hwpt).unwrap();
     assert!(fq.read().unwrap().is_empty());
-    dev.inject_page_fault(
-        None,
-        Iova(0xdead_0000),
-        FaultPerm::READ | FaultPerm::WRITE,
-        2,
-    )
-    .unwrap();
+    dev.inject_page_fault(None, Iova(0xdead_0000), FaultPerm::READ | FaultPerm::WRITE, 2).unwrap();
     let f = fq.read().unwrap();
     assert_eq!(f.len(), 1);
     let f = f[0];
-    assert_eq!(
-        (f.device, f.pasid, f.group, f.addr),
-        (dev.id(), None, 2, Iova(0xdead_0000))
-    );
+    assert_eq!((f.device, f.pasid, f.group, f.addr), (dev.id(), None, 2, Iova(0xdead_0000)));
     assert_eq!(f.perm, FaultPerm::READ | FaultPerm::WRITE);
     assert!(f.last_page);
     fq.respond(&f, PageResponse::Success).unwrap();
     // Already answered.
-    assert_eq!(
-        fq.respond(&f, PageResponse::Invalid),
-        Err(Error::InvalidArgument)
-    );
+    assert_eq!(fq.respond(&f, PageResponse::Invalid), Err(Error::InvalidArgument));
 }
 
 fn access_replace_ioas(fd: &Iommufd) {
     let a = Ioas::new(fd).unwrap();
     let b = Ioas::new(fd).unwrap();
-    let (ma, mb) = (
-        HostMemory::new(4096).unwrap(),
-        HostMemory::new(4096).unwrap(),
-    );
+    let (ma, mb) = (HostMemory::new(4096).unwrap(), HostMemory::new(4096).unwrap());
     ma.write_slice(b"A", 0).unwrap();
     mb.write_slice(b"B", 0).unwrap();
     a.map_at(BASE, &ma, 0, 4096, RW).unwrap();
