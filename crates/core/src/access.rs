@@ -59,15 +59,18 @@ pub(crate) fn destroy(g: &mut Ictx, m: &Machine, id: u32) {
     g.objs.remove(id);
 }
 
+/// An access that pins pages raises its IOAS's alignment to PAGE_SIZE: EADDRINUSE if an
+/// existing area would not satisfy it.
+fn check_alignment(g: &Ictx, id: u32, ioas: u32) -> Result<()> {
+    if g.accesses[&id].needs_pin && g.iova_alignment(ioas) < PAGE_SIZE && !g.ioas[&ioas].areas_aligned(PAGE_SIZE) {
+        return Err(Errno::EADDRINUSE);
+    }
+    Ok(())
+}
+
 /// Attach an access to an IOAS (alignment may rise: EADDRINUSE if areas disagree).
 pub(crate) fn attach(g: &mut Ictx, id: u32, ioas: u32) -> Result<()> {
-    let needs = g.accesses[&id].needs_pin;
-    if needs {
-        let cur = g.iova_alignment(ioas);
-        if cur < PAGE_SIZE && !g.ioas[&ioas].areas_aligned(PAGE_SIZE) {
-            return Err(Errno::EADDRINUSE);
-        }
-    }
+    check_alignment(g, id, ioas)?;
     // The IOAS's access list slot (`iopt_add_access`).
     fail_point(FailSite::Alloc)?;
     g.ioas.get_mut(&ioas).expect("ioas").accesses.push(id);
@@ -93,13 +96,7 @@ pub(crate) fn replace_ioas(g: &mut Ictx, m: &Machine, id: u32, ioas: u32) -> Res
         return Ok(());
     }
     // Attach to the new one first (may fail with nothing changed).
-    let needs = g.accesses[&id].needs_pin;
-    if needs {
-        let cur = g.iova_alignment(ioas);
-        if cur < PAGE_SIZE && !g.ioas[&ioas].areas_aligned(PAGE_SIZE) {
-            return Err(Errno::EADDRINUSE);
-        }
-    }
+    check_alignment(g, id, ioas)?;
     // The new IOAS's access list slot.
     fail_point(FailSite::Alloc)?;
     unmap_notify(g, m, id, 0, u64::MAX);

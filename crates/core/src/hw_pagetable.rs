@@ -597,22 +597,48 @@ pub(crate) fn fault_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         g.faults.remove(&id);
         g.objs.remove(id);
     };
+    install_and_respond(
+        ctx,
+        uc,
+        EngineFile::Fault(file),
+        id,
+        &mut cmd,
+        |c, fd| {
+            c.out_fault_id = id;
+            c.out_fault_fd = fd as u32;
+        },
+        undo,
+    )
+}
+
+/// The end of every "object + file descriptor" command (FAULT_QUEUE_ALLOC, VEVENTQ_ALLOC):
+/// install `file` as a descriptor, fill the command with it, copy the command back, publish
+/// `id`. Any failure runs `undo` on the half-built object; as in the kernel, the descriptor
+/// exists for the program only once the copy-back succeeded (else it is taken back).
+pub(crate) fn install_and_respond<T: zerocopy::IntoBytes + zerocopy::Immutable>(
+    ctx: &Arc<Context>,
+    uc: &Ucmd<'_>,
+    file: EngineFile,
+    id: u32,
+    cmd: &mut T,
+    fill: impl FnOnce(&mut T, i32),
+    undo: impl Fn(&Arc<Context>),
+) -> Result<i64> {
     // The anonymous file and its descriptor.
     if let Err(e) = fail_point(FailSite::Alloc) {
         drop(file);
         undo(ctx);
         return Err(e);
     }
-    let fd = match ctx.machine.platform.install_fd(uc.caller, EngineFile::Fault(file), libc_o_rdwr_cloexec()) {
+    let fd = match ctx.machine.platform.install_fd(uc.caller, file, libc_o_rdwr_cloexec()) {
         Ok(fd) => fd,
         Err(e) => {
             undo(ctx);
             return Err(e);
         }
     };
-    cmd.out_fault_id = id;
-    cmd.out_fault_fd = fd as u32;
-    if let Err(e) = uc.respond(&cmd) {
+    fill(cmd, fd);
+    if let Err(e) = uc.respond(&*cmd) {
         // The caller never learns the descriptor: take it back and undo. (If the platform
         // cannot, the object stays reserved for as long as the descriptor holds it.)
         if let Some(f) = ctx.machine.platform.uninstall_fd(uc.caller, fd) {

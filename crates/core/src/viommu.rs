@@ -302,32 +302,18 @@ pub(crate) fn veventq_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         destroy_veventq(&mut g, id);
         g.objs.remove(id);
     };
-    // The anonymous file and its descriptor.
-    if let Err(e) = fail_point(FailSite::Alloc) {
-        drop(file);
-        undo(ctx);
-        return Err(e);
-    }
-    let fd = match ctx.machine.platform.install_fd(uc.caller, EngineFile::Veventq(file), 0o2 | 0o2000000) {
-        Ok(fd) => fd,
-        Err(e) => {
-            undo(ctx);
-            return Err(e);
-        }
-    };
-    cmd.out_veventq_id = id;
-    cmd.out_veventq_fd = fd as u32;
-    if let Err(e) = uc.respond(&cmd) {
-        // The caller never learns the descriptor: take it back and undo. (If the platform
-        // cannot, the object stays reserved for as long as the descriptor holds it.)
-        if let Some(f) = ctx.machine.platform.uninstall_fd(uc.caller, fd) {
-            drop(f);
-            undo(ctx);
-        }
-        return Err(e);
-    }
-    ctx.lock().objs.publish(id);
-    Ok(0)
+    crate::hw_pagetable::install_and_respond(
+        ctx,
+        uc,
+        EngineFile::Veventq(file),
+        id,
+        &mut cmd,
+        |c, fd| {
+            c.out_veventq_id = id;
+            c.out_veventq_fd = fd as u32;
+        },
+        undo,
+    )
 }
 
 pub(crate) fn destroy_veventq(g: &mut Ictx, id: u32) {
