@@ -19,5 +19,5 @@ if cargo fuzz --help >/dev/null 2>&1 && cargo +nightly --version >/dev/null 2>&1
   echo "fuzz-smoke: OK (${secs}s, no crash)"
 else
   echo "fuzz-smoke: cargo-fuzz/nightly not installed; running the interpreter over random inputs"
-  UIOMMU_FUZZ_CASES=${UIOMMU_FUZZ_CASES:-60000} cargo test --release -q -p uiommu-core --test fuzz_smoke
+  UIOMMU_FUZZ_CASES=${UIOMMU_FUZZ_CASES:-600000} cargo test --release -q -p uiommu-core --test fuzz_smoke
 fi
