@@ -334,35 +334,30 @@ pub(crate) fn fork_fast() {
     }
 }
 
+/// Puts `file` in the table and the hot-path slot under `fd`; returns the entry replaced.
+fn put(fd: i32, file: Arc<ShimFile>) -> Option<Arc<ShimFile>> {
+    let mut t = table();
+    set_fast(fd, Some(&file));
+    let old = t.insert(fd, file);
+    if old.is_none() {
+        set_engine_flag(fd, true);
+    }
+    old
+}
+
 /// Registers `fd` as standing for `file`. Returns the entry it replaced (a stale one whose
 /// number was closed behind the shim's back); drop it *after* this returns.
 #[must_use]
 pub fn insert(fd: i32, file: Arc<ShimFile>) -> Option<Arc<ShimFile>> {
     debug_assert!(fd >= 0);
-    let old = {
-        let mut t = table();
-        set_fast(fd, Some(&file));
-        let old = t.insert(fd, file);
-        if old.is_none() {
-            set_engine_flag(fd, true);
-        }
-        old
-    };
+    let old = put(fd, file);
     quiesce(&[fd], old.into_iter().collect()).pop()
 }
 
 /// [`insert`] from inside an engine call (engine locks held): a replaced (stale) entry is
 /// queued for [`drop_deferred`] instead of being waited for and returned.
 pub fn insert_deferred(fd: i32, file: Arc<ShimFile>) {
-    let old = {
-        let mut t = table();
-        set_fast(fd, Some(&file));
-        let old = t.insert(fd, file);
-        if old.is_none() {
-            set_engine_flag(fd, true);
-        }
-        old
-    };
+    let old = put(fd, file);
     if let Some(old) = old {
         defer(Some(fd), old);
     }
