@@ -184,14 +184,14 @@ pub fn released(c: &Arc<Conn>) {
     if !hung_up(c) {
         return;
     }
-    match unregister(c.id) {
-        Some(reg) => crate::drop_quietly(reg),
-        None => {
-            // The service thread saw the hang-up first: wait until it has let go.
-            if !IN_SERVICE.with(|f| f.get()) {
-                drop(serving());
-            }
-        }
+    if let Some(reg) = unregister(c.id) {
+        crate::drop_quietly(reg);
+    }
+    // The service thread may have seen the hang-up too and be holding its own reference
+    // (taken from the registry before we unregistered, or unregistering it itself): wait
+    // until it has let go, so that the caller's reference is the last one.
+    if !IN_SERVICE.with(|f| f.get()) {
+        drop(serving());
     }
 }
 
