@@ -189,7 +189,7 @@ impl Bench {
         let m = Machine::new(p.clone());
         Bench { ctx: Context::open(&m), p, caller: Caller::privileged(1) }
     }
-    fn ioctl<T: IntoBytes + FromBytes + KnownLayout + Immutable>(&self, cmd: u32, v: &mut T) -> Result<i64> {
+    fn ioctl<T: IntoBytes + FromBytes + KnownLayout + Immutable>(&self, cmd: u32, v: &mut T) -> Result<i32> {
         self.p.write_user(&self.caller, SCRATCH_VA, v.as_bytes())?;
         let r = self.ctx.ioctl(&self.caller, cmd, SCRATCH_VA);
         self.p.read_user(&self.caller, SCRATCH_VA, v.as_mut_bytes())?;

@@ -127,7 +127,7 @@ impl Context {
     }
 
     /// `ioctl(fd, cmd, arg)`: returns the ioctl's non-negative result or an errno.
-    pub fn ioctl(self: &Arc<Self>, caller: &Caller, cmd: u32, arg: u64) -> Result<i64> {
+    pub fn ioctl(self: &Arc<Self>, caller: &Caller, cmd: u32, arg: u64) -> Result<i32> {
         let nr = (cmd & 0xff) as u8;
         if !(uapi::IOMMUFD_CMD_BASE..=uiommu_uapi::test::IOMMU_TEST_CMD_NR).contains(&nr) {
             return crate::vfio_compat::ioctl(self, caller, cmd, arg);
@@ -137,24 +137,21 @@ impl Context {
         // Read the whole known struct in one copy when we can; if that faults (the struct
         // may be shorter and end a mapping), read just `size` like the kernel does. The
         // kernel's order holds either way: EFAULT for `size`, then ENOTTY, then EINVAL.
-        let mut pre = [0u8; crate::ucmd::PRE_MAX];
-        let pre_len = match info {
-            Some(i) if platform.try_read_user(caller, arg, &mut pre[..i.size]).is_ok() => i.size,
-            _ => {
-                platform.read_user(caller, arg, &mut pre[..4])?;
-                0
-            }
-        };
-        let user_size = u32::from_ne_bytes([pre[0], pre[1], pre[2], pre[3]]);
+        // (Built in place: the read-ahead lands where the decoders read it.)
+        let mut uc = Ucmd { caller, platform, arg, user_size: 0, pre: [0; crate::ucmd::PRE_MAX], pre_len: 0 };
+        match info {
+            Some(i) if platform.try_read_user(caller, arg, &mut uc.pre[..i.size]).is_ok() => uc.pre_len = i.size,
+            _ => platform.read_user(caller, arg, &mut uc.pre[..4])?,
+        }
+        uc.user_size = u32::from_ne_bytes([uc.pre[0], uc.pre[1], uc.pre[2], uc.pre[3]]);
         let info = info.ok_or(Errno::ENOTTY)?;
-        if (user_size as usize) < info.min_size {
+        if (uc.user_size as usize) < info.min_size {
             return Err(Errno::EINVAL);
         }
-        let uc = Ucmd { caller, platform, arg, user_size, pre, pre_len };
         self.dispatch(nr, &uc)
     }
 
-    fn dispatch(self: &Arc<Self>, nr: u8, uc: &Ucmd<'_>) -> Result<i64> {
+    fn dispatch(self: &Arc<Self>, nr: u8, uc: &Ucmd<'_>) -> Result<i32> {
         use uapi::*;
         match nr {
             IOMMUFD_CMD_DESTROY => self.destroy(uc),
@@ -184,7 +181,7 @@ impl Context {
     }
 
     /// `IOMMU_DESTROY`.
-    fn destroy(self: &Arc<Self>, uc: &Ucmd<'_>) -> Result<i64> {
+    fn destroy(self: &Arc<Self>, uc: &Ucmd<'_>) -> Result<i32> {
         let cmd: uapi::IommuDestroy = uc.read()?;
         let mut g = self.lock();
         let ty = g.objs.type_of(cmd.id)?;

@@ -354,7 +354,7 @@ pub(crate) fn destroy_selftest(ctx: &Context, g: &mut Ictx, stdev: u32) {
     g.objs.remove(dev);
 }
 
-pub(crate) fn get_hw_info(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn get_hw_info(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuHwInfo = uc.read()?;
     if cmd.flags & !IOMMU_HW_INFO_FLAG_INPUT_TYPE != 0 {
         return Err(Errno::EOPNOTSUPP);

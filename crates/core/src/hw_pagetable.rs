@@ -61,7 +61,7 @@ pub(crate) struct Fault {
     pub awaiting: BTreeMap<u32, FaultGroup>,
 }
 
-pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuHwptAlloc = uc.read()?;
     if cmd.reserved != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -279,7 +279,7 @@ pub(crate) fn destroy_fault(g: &mut Ictx, id: u32) {
     g.faults.remove(&id);
 }
 
-pub(crate) fn invalidate(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn invalidate(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuHwptInvalidate = uc.read()?;
     let (done, res) = invalidate_inner(ctx, uc, &cmd);
     // Copied back whatever happened, with the number of entries handled.
@@ -341,7 +341,7 @@ fn mock_nested_invalidate(uc: &Ucmd<'_>, n: &mut HwptNested, cmd: &IommuHwptInva
     (num, Ok(()))
 }
 
-pub(crate) fn set_dirty_tracking(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn set_dirty_tracking(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let cmd: IommuHwptSetDirtyTracking = uc.read()?;
     if cmd.flags & !IOMMU_HWPT_DIRTY_TRACKING_ENABLE != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -363,7 +363,7 @@ pub(crate) fn set_dirty_tracking(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i6
     Ok(0)
 }
 
-pub(crate) fn get_dirty_bitmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn get_dirty_bitmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let cmd: IommuHwptGetDirtyBitmap = uc.read()?;
     if cmd.flags & !IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR != 0 || cmd.reserved != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -578,7 +578,7 @@ impl FaultFile {
     }
 }
 
-pub(crate) fn fault_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn fault_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuFaultAlloc = uc.read()?;
     if cmd.flags != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -623,7 +623,7 @@ pub(crate) fn install_and_respond<T: zerocopy::IntoBytes + zerocopy::Immutable>(
     cmd: &mut T,
     fill: impl FnOnce(&mut T, i32),
     undo: impl Fn(&Arc<Context>),
-) -> Result<i64> {
+) -> Result<i32> {
     // The anonymous file and its descriptor.
     if let Err(e) = fail_point(FailSite::Alloc) {
         drop(file);

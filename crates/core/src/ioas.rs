@@ -21,7 +21,7 @@ const MAP_FLAGS: u32 = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IO
 /// Self-test only: `IOAS_COPY.src_iova` is `{nth_area, offset}` (syzkaller mode).
 const COPY_FLAG_SYZ: u32 = 1 << 16;
 
-pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuIoasAlloc = uc.read()?;
     if cmd.flags != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -50,7 +50,7 @@ pub(crate) fn destroy(ctx: &Context, g: &mut Ictx, id: u32) {
     }
 }
 
-pub(crate) fn iova_ranges(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn iova_ranges(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuIoasIovaRanges = uc.read()?;
     if cmd.reserved != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -78,7 +78,7 @@ pub(crate) fn iova_ranges(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     Ok(0)
 }
 
-pub(crate) fn allow_iovas(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn allow_iovas(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let cmd: IommuIoasAllowIovas = uc.read()?;
     if cmd.reserved != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -195,7 +195,7 @@ fn check_map_args(flags: u32, reserved: u32, iova: u64, length: u64) -> Result<(
     Ok(())
 }
 
-pub(crate) fn map(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn map(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuIoasMap = uc.read()?;
     check_map_args(cmd.flags, cmd.reserved, cmd.iova, cmd.length)?;
     let m = &*ctx.machine;
@@ -217,7 +217,7 @@ pub(crate) fn map(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     Ok(0)
 }
 
-pub(crate) fn map_file(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn map_file(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuIoasMapFile = uc.read()?;
     // MAP_FILE has no reserved field.
     check_map_args(cmd.flags, 0, cmd.iova, cmd.length)?;
@@ -253,7 +253,7 @@ pub(crate) fn map_file(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     Ok(0)
 }
 
-pub(crate) fn copy(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn copy(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuIoasCopy = uc.read()?;
     let m = &*ctx.machine;
     let mut g = ctx.lock();
@@ -356,7 +356,7 @@ pub(crate) fn syz_iova(g: &Ictx, ioas_id: u32, v: u64) -> u64 {
     g.ioas.get(&ioas_id).and_then(|i| i.areas.values().nth(nth)).map_or(0, |a| a.iova + off)
 }
 
-pub(crate) fn unmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn unmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuIoasUnmap = uc.read()?;
     let m = &*ctx.machine;
     let mut g = ctx.lock();
@@ -383,11 +383,14 @@ pub(crate) fn unmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
     Ok(0)
 }
 
-pub(crate) fn option(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
-    let mut cmd: IommuOption = uc.read()?;
+pub(crate) fn option(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+    // (`cmd` stays unchanged: the handler then reads its fields straight from the
+    // read-ahead, see `Ucmd::read`.)
+    let cmd: IommuOption = uc.read()?;
     if cmd.reserved != 0 {
         return Err(Errno::EOPNOTSUPP);
     }
+    let mut val64 = cmd.val64;
     let mut g = ctx.lock();
     match cmd.option_id {
         IOMMU_OPTION_RLIMIT_MODE => {
@@ -395,7 +398,7 @@ pub(crate) fn option(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
                 return Err(Errno::EOPNOTSUPP);
             }
             match cmd.op {
-                IOMMU_OPTION_OP_GET => cmd.val64 = (g.acct_mode() == AcctMode::Mm) as u64,
+                IOMMU_OPTION_OP_GET => val64 = (g.acct_mode() == AcctMode::Mm) as u64,
                 IOMMU_OPTION_OP_SET => {
                     if !uc.caller.cap_sys_resource {
                         return Err(Errno::EPERM);
@@ -415,7 +418,7 @@ pub(crate) fn option(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         IOMMU_OPTION_HUGE_PAGES => {
             let large_pages = g.ioas_ref(cmd.object_id)?.large_pages;
             match cmd.op {
-                IOMMU_OPTION_OP_GET => cmd.val64 = large_pages as u64,
+                IOMMU_OPTION_OP_GET => val64 = large_pages as u64,
                 IOMMU_OPTION_OP_SET => match cmd.val64 {
                     0 => set_large_pages(&mut g, cmd.object_id, false)?,
                     1 => set_large_pages(&mut g, cmd.object_id, true)?,
@@ -427,7 +430,7 @@ pub(crate) fn option(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
         _ => return Err(Errno::EOPNOTSUPP),
     }
     drop(g);
-    uc.write_user(uc.arg + 16, cmd.val64.as_bytes())?;
+    uc.write_user(uc.arg + core::mem::offset_of!(IommuOption, val64) as u64, val64.as_bytes())?;
     Ok(0)
 }
 
@@ -452,7 +455,7 @@ pub(crate) fn set_large_pages(g: &mut Ictx, ioas_id: u32, enable: bool) -> Resul
     Ok(())
 }
 
-pub(crate) fn change_process(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn change_process(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let cmd: IommuIoasChangeProcess = uc.read()?;
     if cmd.reserved != 0 {
         return Err(Errno::EOPNOTSUPP);

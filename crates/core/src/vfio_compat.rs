@@ -16,7 +16,7 @@ use uiommu_uapi::vfio::*;
 use zerocopy::{FromZeros, IntoBytes};
 
 /// `IOMMU_VFIO_IOAS`: get, set or clear the compat IOAS.
-pub(crate) fn vfio_ioas(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn vfio_ioas(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuVfioIoas = uc.read()?;
     if cmd.reserved != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -39,9 +39,9 @@ pub(crate) fn vfio_ioas(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
 }
 
 /// VFIO container ioctls (command numbers outside the iommufd range).
-pub(crate) fn ioctl(ctx: &Arc<Context>, caller: &Caller, cmd: u32, arg: u64) -> Result<i64> {
+pub(crate) fn ioctl(ctx: &Arc<Context>, caller: &Caller, cmd: u32, arg: u64) -> Result<i32> {
     match cmd {
-        VFIO_GET_API_VERSION => Ok(VFIO_API_VERSION as i64),
+        VFIO_GET_API_VERSION => Ok(VFIO_API_VERSION as i32),
         VFIO_CHECK_EXTENSION => check_extension(ctx, arg),
         VFIO_SET_IOMMU => set_iommu(ctx, arg),
         VFIO_IOMMU_GET_INFO => get_info(ctx, caller, arg),
@@ -56,21 +56,21 @@ fn compat_ioas(g: &crate::context::Ictx) -> Result<u32> {
 }
 
 #[allow(non_upper_case_globals)] // VFIO_TYPE1v2_IOMMU is the uAPI's spelling
-fn check_extension(ctx: &Arc<Context>, ext: u64) -> Result<i64> {
+fn check_extension(ctx: &Arc<Context>, ext: u64) -> Result<i32> {
     match u32::try_from(ext).unwrap_or(u32::MAX) {
         VFIO_TYPE1_IOMMU | VFIO_TYPE1v2_IOMMU | VFIO_UNMAP_ALL => Ok(1),
         VFIO_DMA_CC_IOMMU => {
             let g = ctx.lock();
             let ioas = compat_ioas(&g)?;
             // The mock IOMMU cannot enforce cache coherency: any paging domain says 0.
-            Ok(g.ioas[&ioas].domains.is_empty() as i64)
+            Ok(g.ioas[&ioas].domains.is_empty() as i32)
         }
         _ => Ok(0),
     }
 }
 
 #[allow(non_upper_case_globals)]
-fn set_iommu(ctx: &Arc<Context>, ty: u64) -> Result<i64> {
+fn set_iommu(ctx: &Arc<Context>, ty: u64) -> Result<i32> {
     let ty = u32::try_from(ty).unwrap_or(u32::MAX);
     if ty != VFIO_TYPE1_IOMMU && ty != VFIO_TYPE1v2_IOMMU {
         return Err(Errno::EINVAL);
@@ -97,7 +97,7 @@ fn pagesizes(g: &crate::context::Ictx, ioas: u32) -> u64 {
     sizes.max(g.iova_alignment(ioas))
 }
 
-fn get_info(ctx: &Arc<Context>, caller: &Caller, arg: u64) -> Result<i64> {
+fn get_info(ctx: &Arc<Context>, caller: &Caller, arg: u64) -> Result<i32> {
     let p = &*ctx.machine.platform;
     let mut info = VfioIommuType1Info::new_zeroed();
     p.read_user(caller, arg, &mut info.as_mut_bytes()[..16])?;
@@ -162,7 +162,7 @@ fn get_info(ctx: &Arc<Context>, caller: &Caller, arg: u64) -> Result<i64> {
     Ok(0)
 }
 
-fn map_dma(ctx: &Arc<Context>, caller: &Caller, arg: u64) -> Result<i64> {
+fn map_dma(ctx: &Arc<Context>, caller: &Caller, arg: u64) -> Result<i32> {
     let p = &*ctx.machine.platform;
     let mut map = VfioIommuType1DmaMap::new_zeroed();
     p.read_user(caller, arg, map.as_mut_bytes())?;
@@ -186,7 +186,7 @@ fn map_dma(ctx: &Arc<Context>, caller: &Caller, arg: u64) -> Result<i64> {
     Ok(0)
 }
 
-fn unmap_dma(ctx: &Arc<Context>, caller: &Caller, arg: u64) -> Result<i64> {
+fn unmap_dma(ctx: &Arc<Context>, caller: &Caller, arg: u64) -> Result<i32> {
     let p = &*ctx.machine.platform;
     let mut un = VfioIommuType1DmaUnmap::new_zeroed();
     p.read_user(caller, arg, &mut un.as_mut_bytes()[..24])?;

@@ -85,7 +85,7 @@ pub(crate) struct HwQueue {
     pub length: u64,
 }
 
-pub(crate) fn viommu_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn viommu_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuViommuAlloc = uc.read()?;
     if cmd.flags != 0 || cmd.type_ == IOMMU_VIOMMU_TYPE_DEFAULT {
         return Err(Errno::EOPNOTSUPP);
@@ -158,7 +158,7 @@ pub(crate) fn destroy_viommu(g: &mut Ictx, id: u32) {
     }
 }
 
-pub(crate) fn vdevice_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn vdevice_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuVdeviceAlloc = uc.read()?;
     let mut g = ctx.lock();
     g.objs.expect(cmd.viommu_id, ObjType::Viommu)?;
@@ -265,7 +265,7 @@ impl VeventqFile {
     }
 }
 
-pub(crate) fn veventq_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn veventq_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuVeventqAlloc = uc.read()?;
     if cmd.flags != 0 || cmd.reserved != 0 || cmd.type_ == IOMMU_VEVENTQ_TYPE_DEFAULT {
         return Err(Errno::EOPNOTSUPP);
@@ -336,7 +336,7 @@ pub(crate) fn report_event(g: &mut Ictx, viommu: u32, ty: u32, data: &[u8]) -> R
 
 // ---- HW queues ----
 
-pub(crate) fn hw_queue_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn hw_queue_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuHwQueueAlloc = uc.read()?;
     if cmd.flags != 0 || cmd.type_ == IOMMU_HW_QUEUE_TYPE_DEFAULT {
         return Err(Errno::EOPNOTSUPP);

@@ -75,12 +75,12 @@ fn access_pages(h: &H, fd: i32, iova: u64, len: u64, uptr: u64, flags: u32) -> R
     Ok(p.out_access_pages_id)
 }
 
-fn access_rw(h: &H, fd: i32, iova: u64, len: u64, flags: u32) -> Result<i64, Errno> {
+fn access_rw(h: &H, fd: i32, iova: u64, len: u64, flags: u32) -> Result<i32, Errno> {
     let p = TestAccessRw { iova, length: len, uptr: h.scratch + 0x4000, flags, pad: 0 };
     h.test_cmd(IOMMU_TEST_OP_ACCESS_RW, fd as u32, &p).map(|r| r.0)
 }
 
-fn vfio_map(h: &H, va: u64, iova: u64, len: u64) -> Result<i64, Errno> {
+fn vfio_map(h: &H, va: u64, iova: u64, len: u64) -> Result<i32, Errno> {
     let mut m = VfioIommuType1DmaMap {
         argsz: 32,
         flags: VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
@@ -373,7 +373,7 @@ fn sweep_dmabuf() {
     let ioas = ioas_alloc(&h).unwrap();
     let (r, _) =
         h.test_cmd(IOMMU_TEST_OP_DMABUF_GET, 0, &TestDmabufGet { length: 8 * P as u32, open_flags: 0 }).unwrap();
-    let fd = r as i32;
+    let fd = r;
     sw(&h, "IOAS_MAP_FILE dma-buf", |h| map_file(h, ioas, fd, 0, 8 * P, Some(MOCK_APERTURE_START)));
     sw(&h, "MOCK_DOMAIN over a dma-buf area", |h| h.mock_domain(ioas));
     sw(&h, "IOAS_MAP_FILE dma-buf with a domain", |h| map_file(h, ioas, fd, 0, 4 * P, None));

@@ -37,7 +37,7 @@ fn map_prot(h: &H, ioas: u32, va: u64, len: u64, iova: u64, flags: u32) -> Resul
     Ok(h.call(IOMMU_IOAS_MAP, c)?.iova)
 }
 
-fn access_rw(h: &H, fd: i32, iova: u64, uptr: u64, len: u64, flags: u32) -> Result<i64, Errno> {
+fn access_rw(h: &H, fd: i32, iova: u64, uptr: u64, len: u64, flags: u32) -> Result<i32, Errno> {
     let p = TestAccessRw { iova, length: len, uptr, flags, pad: 0 };
     h.test_cmd(IOMMU_TEST_OP_ACCESS_RW, fd as u32, &p).map(|r| r.0)
 }

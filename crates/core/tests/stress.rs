@@ -166,7 +166,7 @@ fn contexts_race_dmabuf_revoke() {
     h2.ctx = uiommu_core::Context::open(&h1.m);
     let (r, _) =
         h1.test_cmd(IOMMU_TEST_OP_DMABUF_GET, 0, &TestDmabufGet { length: 16 * P as u32, open_flags: 0 }).unwrap();
-    let fd = r as i32;
+    let fd = r;
     let (tx, rx) = mpsc::channel();
     let mut joins = Vec::new();
     for (i, h) in [h1.another(), h2.another()].into_iter().enumerate() {

@@ -11,11 +11,11 @@ use zerocopy::FromBytes;
 
 const MIB: u64 = 1 << 20;
 
-fn int_ioctl(h: &H, cmd: u32, arg: u64) -> Result<i64, Errno> {
+fn int_ioctl(h: &H, cmd: u32, arg: u64) -> Result<i32, Errno> {
     h.ctx.ioctl(&h.caller, cmd, arg)
 }
 
-fn map_dma(h: &H, vaddr: u64, iova: u64, size: u64) -> Result<i64, Errno> {
+fn map_dma(h: &H, vaddr: u64, iova: u64, size: u64) -> Result<i32, Errno> {
     let mut m =
         VfioIommuType1DmaMap { argsz: 32, flags: VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE, vaddr, iova, size };
     h.ioctl(VFIO_IOMMU_MAP_DMA, &mut m)

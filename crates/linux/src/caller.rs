@@ -22,6 +22,12 @@ pub fn my_pid() -> u32 {
     }
 }
 
+/// The cached pid, 0 while not known (never a real caller's pid).
+#[inline(always)]
+pub(crate) fn my_pid_cached() -> u32 {
+    MY_PID.load(Ordering::Relaxed)
+}
+
 /// Asks the kernel again (after a fork).
 #[cold]
 pub fn refresh_pid() -> u32 {

@@ -282,8 +282,21 @@ pub fn memory_file(file: &Arc<dyn HostFile>) -> Option<Arc<HostFd>> {
 }
 
 /// Reads memory of process `pid` (this one without a system call).
-#[inline]
+///
+/// The common case (this process, handler installed) is inlined with no stack frame; the
+/// rest is outlined, because an ioctl's cost is mostly its two or three small user copies.
+#[inline(always)]
 fn read_mem(pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+    if pid == crate::caller::my_pid_cached() {
+        if let Some(r) = uaccess::read_self_fast(addr, buf) {
+            return r;
+        }
+    }
+    read_mem_slow(pid, addr, buf)
+}
+
+#[inline(never)]
+fn read_mem_slow(pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
     if pid == crate::my_pid() {
         uaccess::read_self(addr, buf)
     } else {
@@ -291,9 +304,19 @@ fn read_mem(pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
     }
 }
 
-/// Writes memory of process `pid` (this one without a system call).
-#[inline]
+/// Writes memory of process `pid` (this one without a system call); see [`read_mem`].
+#[inline(always)]
 fn write_mem(pid: u32, addr: u64, buf: &[u8]) -> Result<(), Errno> {
+    if pid == crate::caller::my_pid_cached() {
+        if let Some(r) = uaccess::write_self_fast(addr, buf) {
+            return r;
+        }
+    }
+    write_mem_slow(pid, addr, buf)
+}
+
+#[inline(never)]
+fn write_mem_slow(pid: u32, addr: u64, buf: &[u8]) -> Result<(), Errno> {
     if pid == crate::my_pid() {
         uaccess::write_self(addr, buf)
     } else {

@@ -159,7 +159,7 @@ extern "C" {
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Whether the fault handler is in place (fast copies are in use).
-#[inline]
+#[inline(always)]
 pub fn installed() -> bool {
     INSTALLED.load(Ordering::Acquire)
 }
@@ -171,7 +171,7 @@ pub fn installed() -> bool {
 /// is either a buffer the caller exclusively owns or memory the program named for the
 /// kernel to write (which the program must not expect to be unchanged).
 #[cfg(target_arch = "x86_64")]
-#[inline]
+#[inline(always)]
 unsafe fn copy_raw(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Errno> {
     // SAFETY: per the contract the fault handler is installed, so a fault inside the copy
     // instruction resumes at the fixup label, which returns the bytes left.
@@ -183,9 +183,37 @@ unsafe fn copy_raw(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Errno
     }
 }
 
+#[inline(always)]
 fn range_ok(addr: u64, len: usize) -> bool {
     // Wrapping ranges and the kernel half are never user memory.
     addr.checked_add(len as u64).is_some_and(|end| end <= 0x0000_8000_0000_0000)
+}
+
+/// [`read_self`] when the fault handler is installed and the range is plain user memory
+/// (`None` otherwise: take the general path).
+#[inline(always)]
+pub(crate) fn read_self_fast(addr: u64, buf: &mut [u8]) -> Option<Result<(), Errno>> {
+    #[cfg(target_arch = "x86_64")]
+    if installed() && range_ok(addr, buf.len()) {
+        // SAFETY: the handler is installed; `buf` is ours exclusively; `addr` is read only.
+        return Some(unsafe { copy_raw(buf.as_mut_ptr(), addr as usize as *const u8, buf.len()) });
+    }
+    let _ = (addr, buf);
+    None
+}
+
+/// [`write_self`] when the fault handler is installed and the range is plain user memory
+/// (`None` otherwise: take the general path).
+#[inline(always)]
+pub(crate) fn write_self_fast(addr: u64, buf: &[u8]) -> Option<Result<(), Errno>> {
+    #[cfg(target_arch = "x86_64")]
+    if installed() && range_ok(addr, buf.len()) {
+        // SAFETY: the handler is installed; `addr` is memory the program asked the emulated
+        // kernel to write (its contract, as with a real kernel); `buf` is only read.
+        return Some(unsafe { copy_raw(addr as usize as *mut u8, buf.as_ptr(), buf.len()) });
+    }
+    let _ = (addr, buf);
+    None
 }
 
 /// Copies `buf.len()` bytes from `addr` in this process. EFAULT if unreadable.

@@ -398,7 +398,7 @@ fn engine_ioctl(fd: c_int, f: &ShimFile, request: c_ulong, arg: *mut c_void) -> 
         ShimFile::Local(conn) => match &conn.file {
             EngineFile::Iommufd(ctx) => {
                 let t = crate::trace::begin(request as u32, arg as u64);
-                let r = guard(|| ctx.ioctl(&current_caller(), request as u32, arg as u64));
+                let r = guard(|| ctx.ioctl(&current_caller(), request as u32, arg as u64)).map(i64::from);
                 crate::trace::end(t, &r);
                 fdtable::drop_deferred();
                 r

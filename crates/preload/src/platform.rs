@@ -37,6 +37,11 @@ impl Platform for LinuxPlatform {
     }
 
     #[inline]
+    fn try_read_user(&self, caller: &Caller, addr: u64, buf: &mut [u8]) -> uiommu_core::Result<()> {
+        self.mem.read_user(caller, addr, buf)
+    }
+
+    #[inline]
     fn write_user(&self, caller: &Caller, addr: u64, buf: &[u8]) -> uiommu_core::Result<()> {
         self.mem.write_user(caller, addr, buf)
     }

@@ -152,7 +152,7 @@ impl Iommufd {
     }
 
     /// Issue a command: `v` is the argument structure, updated with what came back.
-    pub(crate) fn cmd<T: IommufdCmd>(&self, v: &mut T) -> Result<i64> {
+    pub(crate) fn cmd<T: IommufdCmd>(&self, v: &mut T) -> Result<i32> {
         self.backend.ioctl(T::IOCTL, v.as_mut_bytes())
     }
 

@@ -20,7 +20,7 @@ use zerocopy::{FromZeros, IntoBytes};
 
 const MAX_RW: u64 = 16 << 20;
 
-pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
+pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     let mut cmd: IommuTestCmd = uc.read()?;
     let m = &*ctx.machine;
     match cmd.op {
@@ -375,7 +375,7 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i64> {
             let installed = fail_point(FailSite::Alloc)
                 .and_then(|_| m.platform.install_fd(uc.caller, EngineFile::DmaBuf(buf), p.open_flags as i32));
             match installed {
-                Ok(fd) => Ok(fd as i64),
+                Ok(fd) => Ok(fd),
                 Err(e) => {
                     m.dmabufs.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                     Err(e)
@@ -407,7 +407,7 @@ fn access_file(ctx: &Arc<Context>, uc: &Ucmd<'_>, fd: u32) -> Result<Arc<AccessF
     }
 }
 
-fn create_access(ctx: &Arc<Context>, uc: &Ucmd<'_>, mut cmd: IommuTestCmd) -> Result<i64> {
+fn create_access(ctx: &Arc<Context>, uc: &Ucmd<'_>, mut cmd: IommuTestCmd) -> Result<i32> {
     let mut p: TestCreateAccess = cmd.payload();
     if p.flags & !MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES != 0 {
         return Err(Errno::EOPNOTSUPP);

@@ -207,7 +207,7 @@ impl World {
         ctx: &Arc<Context>,
         cmd: u32,
         mut v: T,
-    ) -> (Result<i64, uiommu_core::Errno>, T) {
+    ) -> (Result<i32, uiommu_core::Errno>, T) {
         let size = (core::mem::size_of::<T>() as u32).to_ne_bytes();
         v.as_mut_bytes()[..4].copy_from_slice(&size);
         self.sim.write_user(&self.caller, self.scratch, v.as_bytes()).expect("scratch");
@@ -225,7 +225,7 @@ impl World {
         op: u32,
         id: u32,
         p: &Pl,
-    ) -> (Result<i64, uiommu_core::Errno>, Pl) {
+    ) -> (Result<i32, uiommu_core::Errno>, Pl) {
         let c = IommuTestCmd::new(op, id, p);
         let (res, c) = self.call(ctx, IOMMU_TEST_CMD, c);
         if res.is_ok() {
@@ -243,13 +243,13 @@ impl World {
         at
     }
 
-    fn keep_id(&mut self, res: &Result<i64, uiommu_core::Errno>, id: u32) {
+    fn keep_id(&mut self, res: &Result<i32, uiommu_core::Errno>, id: u32) {
         if res.is_ok() && !self.ids.contains(&id) && self.ids.len() < 32 {
             self.ids.push(id);
         }
     }
 
-    fn keep_fd(&mut self, res: &Result<i64, uiommu_core::Errno>, fd: i32) {
+    fn keep_fd(&mut self, res: &Result<i32, uiommu_core::Errno>, fd: i32) {
         if res.is_ok() {
             self.fds.push(fd);
         }
@@ -605,7 +605,7 @@ impl World {
                         &TestDmabufGet { length: (r.u8() as u32 % 9) * 4096, open_flags: 0 },
                     );
                     if let Ok(fd) = res {
-                        self.fds.push(fd as i32);
+                        self.fds.push(fd);
                     }
                 } else {
                     let p = TestDmabufRevoke { dmabuf_fd: self.fd(r), revoked: r.u8() as u32 % 2 };

@@ -31,7 +31,7 @@ impl H {
     }
 
     /// Issue `cmd` with `v` as the argument struct; `v` is updated with what came back.
-    pub fn ioctl<T: IntoBytes + FromBytes + KnownLayout + Immutable>(&self, cmd: u32, v: &mut T) -> Result<i64, Errno> {
+    pub fn ioctl<T: IntoBytes + FromBytes + KnownLayout + Immutable>(&self, cmd: u32, v: &mut T) -> Result<i32, Errno> {
         use uiommu_core::Platform;
         self.sim.write_user(&self.caller, self.scratch, v.as_bytes()).unwrap();
         let r = self.ctx.ioctl(&self.caller, cmd, self.scratch);
@@ -39,7 +39,7 @@ impl H {
         r
     }
 
-    pub fn raw(&self, cmd: u32, bytes: &[u8]) -> Result<i64, Errno> {
+    pub fn raw(&self, cmd: u32, bytes: &[u8]) -> Result<i32, Errno> {
         use uiommu_core::Platform;
         self.sim.write_user(&self.caller, self.scratch, bytes).unwrap();
         self.ctx.ioctl(&self.caller, cmd, self.scratch)
@@ -51,12 +51,12 @@ impl H {
         c.out_ioas_id
     }
 
-    pub fn destroy(&self, id: u32) -> Result<i64, Errno> {
+    pub fn destroy(&self, id: u32) -> Result<i32, Errno> {
         let mut c = IommuDestroy { size: 8, id };
         self.ioctl(IOMMU_DESTROY, &mut c)
     }
 
-    pub fn test_cmd<P: TestPayload>(&self, op: u32, id: u32, p: &P) -> Result<(i64, P), Errno> {
+    pub fn test_cmd<P: TestPayload>(&self, op: u32, id: u32, p: &P) -> Result<(i32, P), Errno> {
         let mut c = IommuTestCmd::new(op, id, p);
         let r = self.ioctl(IOMMU_TEST_CMD, &mut c)?;
         Ok((r, c.payload()))
@@ -115,11 +115,11 @@ impl H {
         (v.iter().map(|r| (r.start, r.last)).collect(), c.out_iova_alignment)
     }
 
-    pub fn check_map(&self, hwpt: u32, iova: u64, len: u64, uptr: u64) -> Result<i64, Errno> {
+    pub fn check_map(&self, hwpt: u32, iova: u64, len: u64, uptr: u64) -> Result<i32, Errno> {
         self.test_cmd(IOMMU_TEST_OP_MD_CHECK_MAP, hwpt, &TestCheckMap { iova, length: len, uptr }).map(|r| r.0)
     }
 
-    pub fn check_refs(&self, uptr: u64, len: u64, refs: u32) -> Result<i64, Errno> {
+    pub fn check_refs(&self, uptr: u64, len: u64, refs: u32) -> Result<i32, Errno> {
         self.test_cmd(IOMMU_TEST_OP_MD_CHECK_REFS, 0, &TestCheckRefs { length: len, uptr, refs, pad: 0 }).map(|r| r.0)
     }
 }

@@ -142,7 +142,7 @@ impl Backend for EngineBackend {
         BackendKind::InProcess
     }
 
-    fn ioctl(&self, cmd: u32, arg: &mut [u8]) -> Result<i64> {
+    fn ioctl(&self, cmd: u32, arg: &mut [u8]) -> Result<i32> {
         // The engine reads and writes the structure through the platform, at its address.
         Ok(self.ctx.ioctl(&self.caller(), cmd, arg.as_mut_ptr() as u64)?)
     }

@@ -29,7 +29,7 @@ impl Backend for KernelBackend {
         BackendKind::Kernel
     }
 
-    fn ioctl(&self, cmd: u32, arg: &mut [u8]) -> Result<i64> {
+    fn ioctl(&self, cmd: u32, arg: &mut [u8]) -> Result<i32> {
         // SAFETY: `arg` is a live, writable buffer holding the command structure whose size
         // field covers at most `arg.len()` bytes (the typed callers pass whole structures);
         // pointers embedded in it refer to buffers the caller keeps alive across this call.
@@ -37,7 +37,7 @@ impl Backend for KernelBackend {
         if r < 0 {
             Err(Error::last_os_error())
         } else {
-            Ok(r as i64)
+            Ok(r)
         }
     }
 

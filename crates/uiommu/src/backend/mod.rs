@@ -44,7 +44,7 @@ pub(crate) enum DmaBuf<'a> {
 pub(crate) trait Backend: Send + Sync + fmt::Debug {
     fn kind(&self) -> BackendKind;
     /// `ioctl(iommufd, cmd, arg)`: the non-negative result or the error.
-    fn ioctl(&self, cmd: u32, arg: &mut [u8]) -> Result<i64>;
+    fn ioctl(&self, cmd: u32, arg: &mut [u8]) -> Result<i32>;
     /// `read(2)` on a file the iommufd handed out (fault queue).
     fn read_file(&self, fd: i32, buf: &mut [u8]) -> Result<usize>;
     /// `write(2)` on a file the iommufd handed out.
