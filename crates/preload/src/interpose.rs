@@ -397,11 +397,16 @@ fn engine_ioctl(fd: c_int, f: &ShimFile, request: c_ulong, arg: *mut c_void) -> 
     let r = match f {
         ShimFile::Local(conn) => match &conn.file {
             EngineFile::Iommufd(ctx) => {
-                let t = crate::trace::begin(request as u32, arg as u64);
-                let r = guard(|| ctx.ioctl(&current_caller(), request as u32, arg as u64)).map(i64::from);
-                crate::trace::end(t, &r);
+                let r = if crate::trace::enabled() {
+                    traced_engine_ioctl(ctx, request as u32, arg as u64)
+                } else {
+                    guard(|| ctx.ioctl(&current_caller(), request as u32, arg as u64))
+                };
                 fdtable::drop_deferred();
-                r
+                match r {
+                    Ok(v) => return v,
+                    Err(e) => Err(e),
+                }
             }
             // Access, fault and vEVENTQ files have no ioctls the self-tests use.
             _ => Err(Errno::ENOTTY),
@@ -418,6 +423,15 @@ fn engine_ioctl(fd: c_int, f: &ShimFile, request: c_ulong, arg: *mut c_void) -> 
         Ok(v) => v as c_int,
         Err(e) => fail(e, -1),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn traced_engine_ioctl(ctx: &Arc<Context>, request: u32, arg: u64) -> Result<i32, Errno> {
+    let t = crate::trace::begin(request, arg);
+    let r = guard(|| ctx.ioctl(&current_caller(), request, arg));
+    crate::trace::end(t, &r.map(i64::from));
+    r
 }
 
 // ---------------------------------------------------------------------------------------

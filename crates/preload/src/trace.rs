@@ -143,6 +143,12 @@ pub(crate) struct Pending {
     start: Instant,
 }
 
+/// Whether `uiommu trace` is on (one atomic load): callers keep the traced path out of line.
+#[inline(always)]
+pub(crate) fn enabled() -> bool {
+    tracer().is_some()
+}
+
 /// Before an engine ioctl: `None` (one atomic load) unless tracing is on.
 #[inline]
 pub(crate) fn begin(cmd: u32, arg: u64) -> Option<Pending> {
