@@ -140,7 +140,11 @@ pub(crate) fn area_runs(g: &Ictx, a: &Area) -> Vec<(u64, u64, u64)> {
 impl Ictx {
     /// Current IOVA alignment of an IOAS (io_pagetable.md §2).
     pub fn iova_alignment(&self, ioas_id: u32) -> u64 {
-        let ioas = &self.ioas[&ioas_id];
+        self.iova_alignment_of(&self.ioas[&ioas_id])
+    }
+
+    /// [`iova_alignment`](Self::iova_alignment) of an IOAS already looked up.
+    pub fn iova_alignment_of(&self, ioas: &Ioas) -> u64 {
         let mut align = if ioas.large_pages { 1 } else { PAGE_SIZE };
         for d in &ioas.domains {
             align = align.max(self.hwpt[d].pt.min_page());

@@ -51,7 +51,8 @@ pub(crate) fn destroy(ctx: &Context, g: &mut Ictx, id: u32) {
 }
 
 pub(crate) fn iova_ranges(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
-    let mut cmd: IommuIoasIovaRanges = uc.read()?;
+    // (`cmd` stays unchanged and the reply is a new value: see `Ucmd::read`.)
+    let cmd: IommuIoasIovaRanges = uc.read()?;
     if cmd.reserved != 0 {
         return Err(Errno::EOPNOTSUPP);
     }
@@ -68,10 +69,9 @@ pub(crate) fn iova_ranges(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
         total += 1;
     });
     res?;
-    cmd.num_iovas = total as u32;
-    cmd.out_iova_alignment = g.iova_alignment(cmd.ioas_id);
+    let out_iova_alignment = g.iova_alignment_of(ioas);
     drop(g);
-    uc.respond(&cmd)?;
+    uc.respond(&IommuIoasIovaRanges { num_iovas: total as u32, out_iova_alignment, ..cmd })?;
     if total > cap {
         return Err(Errno::EMSGSIZE);
     }
