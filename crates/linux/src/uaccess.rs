@@ -2,11 +2,12 @@
 //! EFAULT for bad pointers instead of crashing: the kernel's "exception table" trick.
 //!
 //! On x86-64 the copy is a short routine (`uiommu_linux_copy_user`, in `global_asm!`
-//! below) whose every user-memory access is one of eleven labelled instructions. [`install`] puts a SIGSEGV/SIGBUS
-//! handler in place (raw `rt_sigaction`, with SA_ONSTACK and our own restorer). When a fault
-//! hits while the saved instruction pointer is one of them, the handler moves it to the
-//! fixup label, which returns the number of bytes not copied (`rcx`, kept exact by the
-//! routine and by the CPU for an interrupted `rep movsb`). Any other fault is handed to the program's own
+//! below) whose only memory accesses are those of the copy, all between two labels.
+//! [`install`] puts a SIGSEGV/SIGBUS handler in place (raw `rt_sigaction`, with SA_ONSTACK
+//! and our own restorer). When a fault hits while the saved instruction pointer lies
+//! between those labels, the handler moves it to the fixup label, which returns a non-zero
+//! count of bytes not copied (the whole length for short copies; exact, kept by the CPU,
+//! for an interrupted `rep movsb`). Any other fault is handed to the program's own
 //! disposition, which the shim remembers instead of installing ([`intercept`]): a handler
 //! is called as the kernel would (its mask and flags applied, SA_SIGINFO or not,
 //! SA_RESETHAND honoured); SIG_DFL/SIG_IGN for a real fault restores the default action and
@@ -31,94 +32,85 @@ core::arch::global_asm!(
     ".globl uiommu_linux_copy_user",
     ".hidden uiommu_linux_copy_user",
     ".type uiommu_linux_copy_user,@function",
-    // usize uiommu_linux_copy_user(dst rdi, src rsi, len rdx): bytes NOT copied (0 = all).
-    // Up to 64 bytes: 16-byte moves, then one each of 8, 4, 2 and 1 bytes as needed, so a
-    // small struct lands in the same pieces the compiler then loads it in (a load that spans
-    // several smaller stores cannot be forwarded and stalls); longer copies use `rep movsb`.
-    // Every instruction that touches user memory carries a `uiommu_linux_copy_f*` label; a
-    // fault there resumes at the fixup, which returns the bytes left (`rcx` is kept exact).
+    // usize uiommu_linux_copy_user(dst rdi, src rsi, len rdx): 0 when every byte was copied,
+    // otherwise the number of bytes not copied (exact for the `rep movsb` of copies over 64
+    // bytes; the whole length for the short ones).
+    //
+    // Up to 64 bytes the copy is a few overlapping moves with no loop (glibc's memcpy
+    // shape): for 16..=32 bytes the first and the last 16, for 33..=64 the first and the
+    // last 32, and likewise with 8- and 4-byte moves below 16; all loads come before any
+    // store. Every instruction between `uiommu_linux_copy_begin` and
+    // `uiommu_linux_copy_end` that touches memory touches the caller's `dst` or `src`; a
+    // fault on any of them resumes at the fixup, which returns `rcx`: the length for a
+    // short copy, the bytes left (kept exact by the CPU) for `rep movsb`.
     "uiommu_linux_copy_user:",
+    ".globl uiommu_linux_copy_begin",
+    ".hidden uiommu_linux_copy_begin",
+    "uiommu_linux_copy_begin:",
     "    mov rcx, rdx",
-    "    cmp rcx, 64",
-    "    ja 9f",
-    "    cmp rcx, 16",
-    "    jb 2f",
-    "1:",
-    ".globl uiommu_linux_copy_f1",
-    ".hidden uiommu_linux_copy_f1",
-    "uiommu_linux_copy_f1:",
+    "    cmp rdx, 16",
+    "    jb 30f",
+    "    cmp rdx, 32",
+    "    ja 40f",
     "    movdqu xmm0, xmmword ptr [rsi]",
-    ".globl uiommu_linux_copy_f2",
-    ".hidden uiommu_linux_copy_f2",
-    "uiommu_linux_copy_f2:",
+    "    movdqu xmm1, xmmword ptr [rsi + rdx - 16]",
     "    movdqu xmmword ptr [rdi], xmm0",
-    "    add rsi, 16",
-    "    add rdi, 16",
-    "    sub rcx, 16",
-    "    cmp rcx, 16",
-    "    jae 1b",
-    "2:",
-    "    test rcx, 8",
-    "    jz 3f",
-    ".globl uiommu_linux_copy_f3",
-    ".hidden uiommu_linux_copy_f3",
-    "uiommu_linux_copy_f3:",
+    "    movdqu xmmword ptr [rdi + rdx - 16], xmm1",
+    "    xor eax, eax",
+    "    ret",
+    "40:",
+    "    cmp rdx, 64",
+    "    ja 9f",
+    "    movdqu xmm0, xmmword ptr [rsi]",
+    "    movdqu xmm1, xmmword ptr [rsi + 16]",
+    "    movdqu xmm2, xmmword ptr [rsi + rdx - 32]",
+    "    movdqu xmm3, xmmword ptr [rsi + rdx - 16]",
+    "    movdqu xmmword ptr [rdi], xmm0",
+    "    movdqu xmmword ptr [rdi + 16], xmm1",
+    "    movdqu xmmword ptr [rdi + rdx - 32], xmm2",
+    "    movdqu xmmword ptr [rdi + rdx - 16], xmm3",
+    "    xor eax, eax",
+    "    ret",
+    "30:",
+    "    cmp rdx, 8",
+    "    jb 31f",
     "    mov rax, qword ptr [rsi]",
-    ".globl uiommu_linux_copy_f4",
-    ".hidden uiommu_linux_copy_f4",
-    "uiommu_linux_copy_f4:",
+    "    mov r8, qword ptr [rsi + rdx - 8]",
     "    mov qword ptr [rdi], rax",
-    "    add rsi, 8",
-    "    add rdi, 8",
-    "    sub rcx, 8",
-    "3:",
-    "    test rcx, 4",
-    "    jz 4f",
-    ".globl uiommu_linux_copy_f5",
-    ".hidden uiommu_linux_copy_f5",
-    "uiommu_linux_copy_f5:",
+    "    mov qword ptr [rdi + rdx - 8], r8",
+    "    xor eax, eax",
+    "    ret",
+    "31:",
+    "    cmp rdx, 4",
+    "    jb 32f",
     "    mov eax, dword ptr [rsi]",
-    ".globl uiommu_linux_copy_f6",
-    ".hidden uiommu_linux_copy_f6",
-    "uiommu_linux_copy_f6:",
+    "    mov r8d, dword ptr [rsi + rdx - 4]",
     "    mov dword ptr [rdi], eax",
-    "    add rsi, 4",
-    "    add rdi, 4",
-    "    sub rcx, 4",
-    "4:",
-    "    test rcx, 2",
-    "    jz 5f",
-    ".globl uiommu_linux_copy_f7",
-    ".hidden uiommu_linux_copy_f7",
-    "uiommu_linux_copy_f7:",
-    "    mov ax, word ptr [rsi]",
-    ".globl uiommu_linux_copy_f8",
-    ".hidden uiommu_linux_copy_f8",
-    "uiommu_linux_copy_f8:",
-    "    mov word ptr [rdi], ax",
-    "    add rsi, 2",
-    "    add rdi, 2",
-    "    sub rcx, 2",
-    "5:",
-    "    test rcx, 1",
-    "    jz 6f",
-    ".globl uiommu_linux_copy_f9",
-    ".hidden uiommu_linux_copy_f9",
-    "uiommu_linux_copy_f9:",
-    "    mov al, byte ptr [rsi]",
-    ".globl uiommu_linux_copy_f10",
-    ".hidden uiommu_linux_copy_f10",
-    "uiommu_linux_copy_f10:",
+    "    mov dword ptr [rdi + rdx - 4], r8d",
+    "    xor eax, eax",
+    "    ret",
+    "32:",
+    // 0..=3 bytes: the first, the middle and the last (one, two or three distinct bytes).
+    "    test rdx, rdx",
+    "    jz 33f",
+    "    mov r9, rdx",
+    "    shr r9, 1",
+    "    movzx eax, byte ptr [rsi]",
+    "    movzx r8d, byte ptr [rsi + r9]",
+    "    movzx r10d, byte ptr [rsi + rdx - 1]",
     "    mov byte ptr [rdi], al",
-    "    dec rcx",
-    "6:",
+    "    mov byte ptr [rdi + r9], r8b",
+    "    mov byte ptr [rdi + rdx - 1], r10b",
+    "33:",
     "    xor eax, eax",
     "    ret",
     "9:",
-    ".globl uiommu_linux_copy_insn",
-    ".hidden uiommu_linux_copy_insn",
-    "uiommu_linux_copy_insn:",
     "    rep movsb",
+    ".globl uiommu_linux_copy_end",
+    ".hidden uiommu_linux_copy_end",
+    "uiommu_linux_copy_end:",
+    "    xor eax, eax",
+    "    ret",
     ".globl uiommu_linux_copy_fixup",
     ".hidden uiommu_linux_copy_fixup",
     "uiommu_linux_copy_fixup:",
@@ -142,17 +134,8 @@ core::arch::global_asm!(
 extern "C" {
     fn uiommu_linux_copy_user(dst: *mut u8, src: *const u8, len: usize) -> usize;
     fn uiommu_linux_restore_rt();
-    static uiommu_linux_copy_insn: u8;
-    static uiommu_linux_copy_f1: u8;
-    static uiommu_linux_copy_f2: u8;
-    static uiommu_linux_copy_f3: u8;
-    static uiommu_linux_copy_f4: u8;
-    static uiommu_linux_copy_f5: u8;
-    static uiommu_linux_copy_f6: u8;
-    static uiommu_linux_copy_f7: u8;
-    static uiommu_linux_copy_f8: u8;
-    static uiommu_linux_copy_f9: u8;
-    static uiommu_linux_copy_f10: u8;
+    static uiommu_linux_copy_begin: u8;
+    static uiommu_linux_copy_end: u8;
     static uiommu_linux_copy_fixup: u8;
 }
 
@@ -428,23 +411,12 @@ fn sig_bit(sig: i32) -> u64 {
 extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
     let uc = uctx.cast::<libc::ucontext_t>();
     // SAFETY: the kernel passes a valid ucontext for an SA_SIGINFO handler; taking the
-    // addresses of the two labels reads nothing.
+    // addresses of the labels reads nothing.
     unsafe {
         let rip = (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
-        let faulting = [
-            &uiommu_linux_copy_insn as *const u8 as usize,
-            &uiommu_linux_copy_f1 as *const u8 as usize,
-            &uiommu_linux_copy_f2 as *const u8 as usize,
-            &uiommu_linux_copy_f3 as *const u8 as usize,
-            &uiommu_linux_copy_f4 as *const u8 as usize,
-            &uiommu_linux_copy_f5 as *const u8 as usize,
-            &uiommu_linux_copy_f6 as *const u8 as usize,
-            &uiommu_linux_copy_f7 as *const u8 as usize,
-            &uiommu_linux_copy_f8 as *const u8 as usize,
-            &uiommu_linux_copy_f9 as *const u8 as usize,
-            &uiommu_linux_copy_f10 as *const u8 as usize,
-        ];
-        if faulting.contains(&rip) {
+        let begin = &uiommu_linux_copy_begin as *const u8 as usize;
+        let end = &uiommu_linux_copy_end as *const u8 as usize;
+        if (begin..end).contains(&rip) {
             (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = &uiommu_linux_copy_fixup as *const u8 as usize as i64;
             return;
         }
@@ -550,8 +522,19 @@ mod tests {
         let mut big = [0u8; 64];
         assert_eq!(read_self(p as u64 + 4096 - 32, &mut big), Err(Errno::EFAULT));
         read_self(p as u64 + 4096 - 64, &mut big).unwrap();
-        // Each path of the copy routine: bytes, quad words, rep movsb; reads and writes.
-        for len in [1usize, 2, 3, 4, 5, 7, 8, 13, 16, 24, 31, 48, 63, 64, 65, 200, 4096] {
+        // Each path of the copy routine (1-3, 4-7, 8-15, 16-32, 33-64 bytes, rep movsb):
+        // exact bytes, nothing written around them, and faults on reads and writes.
+        for len in 0..=130usize {
+            let src: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5a).collect();
+            let mut dst = vec![0xeeu8; len + 32];
+            write_self(dst.as_mut_ptr() as u64 + 16, &src).unwrap();
+            assert!(dst[..16].iter().chain(&dst[16 + len..]).all(|&b| b == 0xee), "canary {len}");
+            assert_eq!(&dst[16..16 + len], &src[..], "copy {len}");
+            let mut back = vec![0u8; len];
+            read_self(dst.as_ptr() as u64 + 16, &mut back).unwrap();
+            assert_eq!(back, src, "read {len}");
+        }
+        for len in [1usize, 2, 3, 4, 5, 7, 8, 13, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 200, 4096] {
             let mut b = vec![0u8; len];
             let at = p as u64 + 4096 - len as u64 / 2;
             if len > 1 {
