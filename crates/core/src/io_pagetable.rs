@@ -144,6 +144,7 @@ impl Ictx {
     }
 
     /// [`iova_alignment`](Self::iova_alignment) of an IOAS already looked up.
+    #[inline]
     pub fn iova_alignment_of(&self, ioas: &Ioas) -> u64 {
         let mut align = if ioas.large_pages { 1 } else { PAGE_SIZE };
         for d in &ioas.domains {

@@ -35,6 +35,7 @@ impl ReservedRanges {
 
     /// Call `f(start, last)` for each maximal gap of the reserved set over `[0, u64::MAX]`,
     /// ascending, without allocating.
+    #[inline]
     pub fn for_each_gap(&self, mut f: impl FnMut(u64, u64)) {
         let mut cur = Some(0u64);
         for &(s, l, _) in &self.ranges {
