@@ -73,15 +73,34 @@ pub struct Translation {
     pub write: bool,
 }
 
+/// One IOTLB entry: a cached leaf translation. Plain words, so that a hit reads just the
+/// fields it needs (a struct of bools and options copied whole was stalling on store
+/// forwarding and cost most of a hit).
 #[derive(Clone, Copy, Debug, Default)]
 struct TlbEntry {
     /// `iova >> 12` + 1 (0 = empty).
     tag: u64,
     gen: u64,
-    t: Option<Translation>,
-    /// The leaf is known dirty (writes need no page-table update).
-    dirty: bool,
-    tracking: bool,
+    /// First IOVA, length and physical address of the leaf.
+    iova: u64,
+    len: u64,
+    phys: u64,
+    /// `TLB_*` bits.
+    flags: u64,
+}
+
+const TLB_READ: u64 = 1;
+const TLB_WRITE: u64 = 2;
+/// The leaf is known dirty (writes need no page-table update).
+const TLB_DIRTY: u64 = 4;
+/// The domain tracks dirty pages.
+const TLB_TRACKING: u64 = 8;
+
+impl TlbEntry {
+    #[inline(always)]
+    fn allows(&self, write: bool) -> bool {
+        self.flags & if write { TLB_WRITE } else { TLB_READ } != 0
+    }
 }
 
 const TLB_SIZE: usize = 64;
@@ -153,31 +172,44 @@ impl DmaPort {
 
     /// Translate one IOVA through the IOTLB (walking the domain on a miss).
     pub fn translate(&mut self, iova: u64) -> Result<Translation> {
-        let e = self.lookup(iova, false)?;
-        e.t.ok_or(Errno::EFAULT)
+        let e = &self.tlb[self.lookup(iova, false)?];
+        Ok(Translation {
+            iova: e.iova,
+            len: e.len,
+            phys: e.phys,
+            read: e.flags & TLB_READ != 0,
+            write: e.flags & TLB_WRITE != 0,
+        })
     }
 
-    #[inline]
+    #[inline(always)]
     fn slot(iova: u64) -> usize {
         ((iova >> 12) as usize) % TLB_SIZE
     }
 
-    /// The entry for `iova`, filled from the page table on a miss (under the context lock).
-    /// With `for_write` while tracking, the leaf is marked dirty first.
-    #[inline]
-    fn lookup(&mut self, iova: u64, for_write: bool) -> Result<TlbEntry> {
+    /// The slot of the entry for `iova`, filled from the page table on a miss (under the
+    /// context lock); EFAULT if nothing translates it. With `for_write` while tracking, the
+    /// leaf is marked dirty first. (A slot index, not a copy of the entry: callers load the
+    /// fields they use, in the shape the entry was stored.)
+    #[inline(always)]
+    fn lookup(&mut self, iova: u64, for_write: bool) -> Result<usize> {
         let tag = (iova >> 12) + 1;
-        let e = self.tlb[Self::slot(iova)];
-        if e.tag == tag && e.gen == self.epoch.gen.load(Ordering::Acquire) && !(for_write && e.tracking && !e.dirty) {
+        let slot = Self::slot(iova);
+        let e = &self.tlb[slot];
+        if e.tag == tag
+            && e.gen == self.epoch.gen.load(Ordering::Acquire)
+            && !(for_write && e.flags & (TLB_TRACKING | TLB_DIRTY) == TLB_TRACKING)
+        {
             self.hits += 1;
-            return Ok(e);
+            return Ok(slot);
         }
         self.misses += 1;
         self.fill(iova, for_write)
     }
 
     #[cold]
-    fn fill(&mut self, iova: u64, for_write: bool) -> Result<TlbEntry> {
+    #[inline(never)]
+    fn fill(&mut self, iova: u64, for_write: bool) -> Result<usize> {
         let gen = self.epoch.gen.load(Ordering::Acquire);
         if !matches!(&self.domain, Some((g0, _, _)) if *g0 == gen) {
             // First miss of this epoch: find the domain under the context lock.
@@ -188,27 +220,20 @@ impl DmaPort {
         }
         let Some((_, pt, tracking)) = &self.domain else { return Err(Errno::EFAULT) };
         let tracking = *tracking;
-        // The walk needs only the page table's own lock.
-        let t = pt.lookup_leaf(iova).map(|(li, ll, lp, prot)| Translation {
-            iova: li,
-            len: ll,
-            phys: lp,
-            read: prot.read,
-            write: prot.write,
-        });
-        let mut dirty = false;
-        if let (Some(t), true, true) = (t, for_write, tracking) {
-            if t.write {
+        // The walk needs only the page table's own lock. Only translations are cached; a
+        // fault is reported again on the next access.
+        let (li, ll, lp, prot) = pt.lookup_leaf(iova).ok_or(Errno::EFAULT)?;
+        let mut flags = if prot.read { TLB_READ } else { 0 } | if prot.write { TLB_WRITE } else { 0 };
+        if tracking {
+            flags |= TLB_TRACKING;
+            if for_write && prot.write {
                 pt.set_dirty(iova);
-                dirty = true;
+                flags |= TLB_DIRTY;
             }
         }
-        let e = TlbEntry { tag: (iova >> 12) + 1, gen, t, dirty, tracking };
-        // Only translations are cached; a fault is reported again on the next access.
-        if t.is_some() {
-            self.tlb[Self::slot(iova)] = e;
-        }
-        Ok(e)
+        let slot = Self::slot(iova);
+        self.tlb[slot] = TlbEntry { tag: (iova >> 12) + 1, gen, iova: li, len: ll, phys: lp, flags };
+        Ok(slot)
     }
 
     /// Read `buf.len()` bytes at `iova`.
@@ -242,9 +267,8 @@ impl DmaPort {
             // Translate (possibly walking the table under the context lock) before
             // counting ourselves in flight: an invalidation holding that lock waits for
             // in-flight DMAs, so we must never wait for the lock while counted.
-            let e = self.lookup(at, write)?;
-            let Some(t) = e.t else { return Err(Errno::EFAULT) };
-            if !(if write { t.write } else { t.read }) {
+            let e = self.tlb[self.lookup(at, write)?];
+            if !e.allows(write) {
                 return Err(Errno::EFAULT);
             }
             // Reads validate after copying (a stale read is simply redone); writes are
@@ -257,8 +281,8 @@ impl DmaPort {
                 Ok(None) // invalidated meanwhile: translate again
             } else {
                 // Copy up to the end of the leaf, within one page per platform call.
-                let phys = t.phys + (at - t.iova);
-                let n = (t.iova + t.len - at).min(PAGE_SIZE - phys % PAGE_SIZE).min(len - done);
+                let phys = e.phys + (at - e.iova);
+                let n = (e.iova + e.len - at).min(PAGE_SIZE - phys % PAGE_SIZE).min(len - done);
                 let r = copy(&*self.platform, phys, done as usize..(done + n) as usize).map(|_| Some(n));
                 if !write && e.gen != self.epoch.gen.load(Ordering::SeqCst) {
                     Ok(None)

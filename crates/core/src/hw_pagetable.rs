@@ -677,9 +677,17 @@ pub(crate) fn auto_respond(g: &mut Ictx, hwpt: u32, dev_id: u32, pasid: u32) {
 /// A domain's IO page table, shared with the DMA ports of devices attached to it so that
 /// an IOTLB miss walks it without taking the context lock. Writers (map, unmap, dirty
 /// updates) run under the context lock *and* this lock; readers only need this one.
+/// A domain's IO page table, shared by the context (under its lock) and the DMA ports of
+/// the devices attached to it (IOTLB misses walk it from any thread).
+///
+/// The lock is biased like the context's (`uiommu_sync::BiasedMutex`): while one thread
+/// does all the work (an emulator running its devices on the thread that makes the ioctls)
+/// taking it costs no atomic read-modify-write, which is most of an IOTLB miss otherwise;
+/// the first access from a second thread turns it into an ordinary mutex for good. Every
+/// method holds it for one page-table operation only, so it is never taken twice.
 #[derive(Clone, Debug)]
 pub(crate) struct DomainPt {
-    pt: std::sync::Arc<std::sync::RwLock<MockPageTable>>,
+    pt: std::sync::Arc<uiommu_sync::BiasedMutex<MockPageTable>>,
     /// The smallest page size (fixed for a domain; read without the lock).
     min_page: u64,
 }
@@ -688,13 +696,13 @@ impl DomainPt {
     pub fn new(ty: MockPtType) -> DomainPt {
         let pt = MockPageTable::new(ty);
         let min_page = pt.min_page();
-        DomainPt { pt: std::sync::Arc::new(std::sync::RwLock::new(pt)), min_page }
+        DomainPt { pt: std::sync::Arc::new(uiommu_sync::BiasedMutex::new(pt)), min_page }
     }
-    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, MockPageTable> {
-        self.pt.read().unwrap_or_else(|e| e.into_inner())
+    pub fn read(&self) -> uiommu_sync::BiasedMutexGuard<'_, MockPageTable> {
+        self.pt.lock()
     }
-    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, MockPageTable> {
-        self.pt.write().unwrap_or_else(|e| e.into_inner())
+    pub fn write(&self) -> uiommu_sync::BiasedMutexGuard<'_, MockPageTable> {
+        self.pt.lock()
     }
     pub fn map_max(&self, iova: u64, phys: u64, len: u64, prot: crate::mock::pagetable::Prot, max: u64) -> Result<()> {
         self.write().map_max(iova, phys, len, prot, max)
@@ -726,6 +734,7 @@ impl DomainPt {
     pub fn pgsize_bitmap(&self) -> u64 {
         self.read().pgsize_bitmap()
     }
+    #[inline]
     pub fn lookup_leaf(&self, iova: u64) -> Option<(u64, u64, u64, crate::mock::pagetable::Prot)> {
         self.read().lookup_leaf(iova)
     }

@@ -310,6 +310,7 @@ impl MockPageTable {
 
     /// The leaf containing iova as `(leaf_iova, leaf_len, leaf_phys, prot)`, or `None` if
     /// unmapped. One descent of at most three levels.
+    #[inline]
     pub fn lookup_leaf(&self, iova: u64) -> Option<(u64, u64, u64, Prot)> {
         let (_, _, level, e) = self.find(iova)?;
         let (lg2, phys) = leaf_decode(e, level);
