@@ -116,6 +116,8 @@ pub struct DmaPort {
     /// one epoch generation (attachment changes and tracking switches bump the epoch).
     domain: Option<(u64, crate::hw_pagetable::DomainPt, bool)>,
     platform: Arc<dyn crate::Platform>,
+    /// The level-0 table the last walk reached (`MockPageTable::lookup_leaf_hinted`).
+    walk_hint: usize,
     hits: u64,
     misses: u64,
 }
@@ -140,6 +142,7 @@ impl Context {
             tlb: Box::new([TlbEntry::default(); TLB_SIZE]),
             domain: None,
             platform: self.machine.platform.clone(),
+            walk_hint: usize::MAX,
             hits: 0,
             misses: 0,
         })
@@ -217,12 +220,13 @@ impl DmaPort {
             let hwpt = paging_hwpt(&g, self.dev, self.pasid)?;
             let h = g.hwpt.get(&hwpt).ok_or(Errno::EFAULT)?;
             self.domain = Some((gen, h.pt.clone(), h.tracking));
+            self.walk_hint = usize::MAX;
         }
         let Some((_, pt, tracking)) = &self.domain else { return Err(Errno::EFAULT) };
         let tracking = *tracking;
         // The walk needs only the page table's own lock. Only translations are cached; a
         // fault is reported again on the next access.
-        let (li, ll, lp, prot) = pt.lookup_leaf(iova).ok_or(Errno::EFAULT)?;
+        let (li, ll, lp, prot) = pt.lookup_leaf_hinted(iova, &mut self.walk_hint).ok_or(Errno::EFAULT)?;
         let mut flags = if prot.read { TLB_READ } else { 0 } | if prot.write { TLB_WRITE } else { 0 };
         if tracking {
             flags |= TLB_TRACKING;

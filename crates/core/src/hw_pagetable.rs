@@ -738,6 +738,14 @@ impl DomainPt {
     pub fn lookup_leaf(&self, iova: u64) -> Option<(u64, u64, u64, crate::mock::pagetable::Prot)> {
         self.read().lookup_leaf(iova)
     }
+    #[inline]
+    pub fn lookup_leaf_hinted(
+        &self,
+        iova: u64,
+        hint: &mut usize,
+    ) -> Option<(u64, u64, u64, crate::mock::pagetable::Prot)> {
+        self.read().lookup_leaf_hinted(iova, hint)
+    }
     pub fn table_bytes(&self) -> usize {
         self.read().table_bytes()
     }

@@ -93,6 +93,16 @@ fn index(va: u64, level: u32) -> usize {
     ((va >> item_lg2(level)) as usize) & (ITEMS - 1)
 }
 
+/// A table's key: its level and the first IOVA it translates (aligned to its span, so the
+/// low bits are free for the level).
+#[inline(always)]
+fn table_key(base: u64, level: u32) -> u64 {
+    base | u64::from(level)
+}
+
+/// The key of a free arena slot (no table has it: a base is aligned to at least 2^20).
+const FREE_KEY: u64 = u64::MAX;
+
 /// The IOVA where the `level` table holding `va` starts.
 #[inline(always)]
 fn table_base(va: u64, level: u32) -> u64 {
@@ -185,6 +195,10 @@ pub struct MockPageTable {
     tables: Vec<Option<Box<Table>>>,
     /// Number of present entries of each table (parallel to `tables`).
     live: Vec<u16>,
+    /// Where each table sits (parallel to `tables`): [`table_key`] of its level and first
+    /// IOVA, `FREE_KEY` for a free slot. A live table's key names it uniquely, which lets
+    /// [`MockPageTable::lookup_leaf_hinted`] check a remembered table index in one load.
+    key: Vec<u64>,
     /// Free arena slots.
     free: Vec<u32>,
     /// Number of allocated tables.
@@ -212,12 +226,13 @@ impl MockPageTable {
             ty,
             tables: Vec::new(),
             live: Vec::new(),
+            key: Vec::new(),
             free: Vec::new(),
             nr_tables: 0,
             mapped: 0,
             cap_lg2: 63,
         };
-        let top = pt.alloc_table();
+        let top = pt.alloc_table(table_key(0, TOP_LEVEL));
         debug_assert_eq!(top, 0);
         pt
     }
@@ -318,6 +333,32 @@ impl MockPageTable {
         Some((iova & !(size - 1), size, phys, prot_of(e)))
     }
 
+    /// [`lookup_leaf`](Self::lookup_leaf) with a walk hint: `*hint` is the index of a
+    /// level-0 table (`usize::MAX` = none). When it is the live level-0 table for `iova`'s
+    /// region (checked by its key: a hint may be stale) the lookup reads that table alone
+    /// instead of descending from the top, like an IOMMU's paging-structure cache; otherwise
+    /// it walks and remembers the level-0 table it reached.
+    #[inline]
+    pub fn lookup_leaf_hinted(&self, iova: u64, hint: &mut usize) -> Option<(u64, u64, u64, Prot)> {
+        let region = table_key(iova & !((1u64 << item_lg2(1)) - 1), 0);
+        if iova < VA_END && self.key.get(*hint) == Some(&region) {
+            let e = self.table(*hint)[index(iova, 0)];
+            if e & PTE_PR == 0 {
+                return None;
+            }
+            let (lg2, phys) = leaf_decode(e, 0);
+            let size = 1u64 << lg2;
+            return Some((iova & !(size - 1), size, phys, prot_of(e)));
+        }
+        let (tbl, _, level, e) = self.find(iova)?;
+        if level == 0 {
+            *hint = tbl;
+        }
+        let (lg2, phys) = leaf_decode(e, level);
+        let size = 1u64 << lg2;
+        Some((iova & !(size - 1), size, phys, prot_of(e)))
+    }
+
     /// Mark the leaf containing iova dirty (as the IOMMU does: the dirty bit of the one entry
     /// holding iova is set); false if unmapped.
     pub fn set_dirty(&mut self, iova: u64) -> bool {
@@ -386,7 +427,7 @@ impl MockPageTable {
         self.tables[tbl].as_deref_mut().expect("mock page table: dangling table index")
     }
 
-    fn alloc_table(&mut self) -> usize {
+    fn alloc_table(&mut self, key: u64) -> usize {
         // vec! of zeroes is a zeroed allocation: no 4 KiB stack temporary, no memset.
         let t: Box<Table> = vec![0u64; ITEMS].into_boxed_slice().try_into().expect("512 entries");
         self.nr_tables += 1;
@@ -395,11 +436,13 @@ impl MockPageTable {
                 let i = i as usize;
                 self.tables[i] = Some(t);
                 self.live[i] = 0;
+                self.key[i] = key;
                 i
             }
             None => {
                 self.tables.push(Some(t));
                 self.live.push(0);
+                self.key.push(key);
                 self.tables.len() - 1
             }
         }
@@ -409,6 +452,7 @@ impl MockPageTable {
         debug_assert_ne!(tbl, 0, "the top table is never freed");
         self.tables[tbl] = None;
         self.live[tbl] = 0;
+        self.key[tbl] = FREE_KEY;
         self.nr_tables -= 1;
         self.free.push(tbl as u32);
     }
@@ -485,7 +529,7 @@ impl MockPageTable {
                 // Smaller leaves: fill the child table up to this entry's end.
                 let e = self.table(tbl)[i];
                 let child = if e == 0 {
-                    let child = self.alloc_table();
+                    let child = self.alloc_table(table_key(iova & !(isz - 1), level - 1));
                     self.table_mut(tbl)[i] = table_entry(child, level);
                     self.live[tbl] += 1;
                     child
@@ -727,6 +771,7 @@ mod tests {
     fn leaves(pt: &MockPageTable) -> Vec<Leaf> {
         fn walk(pt: &MockPageTable, tbl: usize, level: u32, base: u64, out: &mut Vec<Leaf>, seen: &mut usize) {
             *seen += 1;
+            assert_eq!(pt.key[tbl], table_key(base, level), "key of table {tbl}");
             let t = pt.table(tbl);
             let lg2 = item_lg2(level);
             let live = t.iter().filter(|&&e| e != 0).count();
@@ -1179,6 +1224,8 @@ mod tests {
         let mut m = Model { ty, leaves: BTreeMap::new(), calls: Vec::new() };
         let unit_lg2 = pt.min_page().trailing_zeros();
         let val = |(s, a): (u32, u64)| a << (unit_lg2 + s);
+        // One walk hint for the whole run: it goes stale across unmaps and table reuse.
+        let mut hint = usize::MAX;
         for op in ops {
             match op {
                 Op::Map { iova, phys, len, prot } => {
@@ -1278,9 +1325,11 @@ mod tests {
                 for a in [s, s + l.len / 2 + 0x123, s + l.len - 1] {
                     prop_assert_eq!(pt.iova_to_phys(a), Some((l.phys + (a - s), l.prot)));
                     prop_assert_eq!(pt.lookup_leaf(a), Some((s, l.len, l.phys, l.prot)));
+                    prop_assert_eq!(pt.lookup_leaf_hinted(a, &mut hint), Some((s, l.len, l.phys, l.prot)));
                 }
                 if m.lookup(s + l.len).is_none() {
                     prop_assert_eq!(pt.iova_to_phys(s + l.len), None);
+                    prop_assert_eq!(pt.lookup_leaf_hinted(s + l.len, &mut hint), None);
                 }
             }
         }
