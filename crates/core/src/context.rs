@@ -55,6 +55,7 @@ impl Ictx {
 
     /// A published IOAS (ENOENT otherwise). IOAS entries exist exactly while their id is
     /// published (inserted and removed together under the lock), so one map lookup serves.
+    #[inline(always)]
     pub fn ioas_ref(&self, id: u32) -> Result<&Ioas> {
         crate::fault_inject::fail_point(crate::fault_inject::FailSite::Lookup)?;
         self.ioas.get(&id).ok_or(Errno::ENOENT)

@@ -63,7 +63,7 @@ impl<T> BiasedMutex<T> {
     }
 
     /// Locks, waiting if another thread holds the lock.
-    #[inline]
+    #[inline(always)]
     pub fn lock(&self) -> BiasedMutexGuard<'_, T> {
         if asym::available() && !self.revoked.load(Ordering::Relaxed) {
             let me = thread_id();
