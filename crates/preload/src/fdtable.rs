@@ -255,20 +255,20 @@ impl Drop for Using {
 
 /// Runs `f` on the engine file behind `fd` (`None` if `fd` is not one). The hot path of
 /// `ioctl`: no lock, no reference count (see above).
-#[inline]
+#[inline(always)]
 pub fn with<R>(fd: i32, f: impl FnOnce(&ShimFile) -> R) -> Option<R> {
     let Some(s) = usize::try_from(fd).ok().and_then(|i| FAST.get(i)) else {
-        return lookup(fd).map(|e| f(&e));
+        return with_slow(fd, f);
     };
     if !asym::available() {
-        return lookup(fd).map(|e| f(&e));
+        return with_slow(fd, f);
     }
     let me = uiommu_sync::thread_id();
     let o = s.owner.load(Ordering::Relaxed);
     let mine = o == me || (o == 0 && s.owner.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed).is_ok());
     // `busy` already set on the owner: a nested use further up this thread's stack.
     if !mine || s.busy.load(Ordering::Relaxed) {
-        return lookup(fd).map(|e| f(&e));
+        return with_slow(fd, f);
     }
     s.busy.store(true, Ordering::Relaxed);
     let _using = Using(&s.busy);
@@ -282,6 +282,13 @@ pub fn with<R>(fd: i32, f: impl FnOnce(&ShimFile) -> R) -> Option<R> {
     // `busy` to clear before dropping it (`quiesce`), and until then the table's Arc keeps
     // it alive.
     Some(f(unsafe { &*p }))
+}
+
+/// [`with`] through the locked table (another thread's slot, a nested use, a high fd).
+#[cold]
+#[inline(never)]
+fn with_slow<R>(fd: i32, f: impl FnOnce(&ShimFile) -> R) -> Option<R> {
+    lookup(fd).map(|e| f(&e))
 }
 
 fn set_fast(fd: i32, e: Option<&Arc<ShimFile>>) {
