@@ -198,35 +198,9 @@ pub fn installed() -> bool {
     INSTALLED.load(Ordering::Acquire)
 }
 
-/// Copies `len` bytes from `src` to `dst`, either of which may be a bad pointer.
-///
-/// # Safety
-/// [`installed`] must be true. Writing through `dst` must not break Rust aliasing rules: it
-/// is either a buffer the caller exclusively owns or memory the program named for the
-/// kernel to write (which the program must not expect to be unchanged).
-#[cfg(target_arch = "x86_64")]
+/// The result of one of the copy routines: the number of bytes not copied.
 #[inline(always)]
-unsafe fn copy_raw(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Errno> {
-    // SAFETY: per the contract the fault handler is installed, so a fault inside the copy
-    // instruction resumes at the fixup label, which returns the bytes left.
-    let left = unsafe { uiommu_linux_copy_user(dst, src, len) };
-    if left == 0 {
-        Ok(())
-    } else {
-        Err(Errno::EFAULT)
-    }
-}
-
-/// [`copy_raw`] for a copy to user memory out of a buffer we have just built.
-///
-/// # Safety
-/// As for [`copy_raw`].
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn copy_raw_out(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Errno> {
-    // SAFETY: per the contract the fault handler is installed, so a fault inside the copy
-    // resumes at the fixup label, which returns the bytes left.
-    let left = unsafe { uiommu_linux_copy_out(dst, src, len) };
+fn copied(left: usize) -> Result<(), Errno> {
     if left == 0 {
         Ok(())
     } else {
@@ -246,22 +220,27 @@ fn range_ok(addr: u64, len: usize) -> bool {
 pub(crate) fn read_self_fast(addr: u64, buf: &mut [u8]) -> Option<Result<(), Errno>> {
     #[cfg(target_arch = "x86_64")]
     if installed() && range_ok(addr, buf.len()) {
-        // SAFETY: the handler is installed; `buf` is ours exclusively; `addr` is read only.
-        return Some(unsafe { copy_raw(buf.as_mut_ptr(), addr as usize as *const u8, buf.len()) });
+        // SAFETY: the handler is installed, so a fault inside the routine resumes at its
+        // fixup; `buf` is ours exclusively; `addr` is only read.
+        return Some(copied(unsafe {
+            uiommu_linux_copy_user(buf.as_mut_ptr(), addr as usize as *const u8, buf.len())
+        }));
     }
     let _ = (addr, buf);
     None
 }
 
 /// [`write_self`] when the fault handler is installed and the range is plain user memory
-/// (`None` otherwise: take the general path).
+/// (`None` otherwise: take the general path). The source is read in the way that suits a
+/// reply just built field by field (`uiommu_linux_copy_out`).
 #[inline(always)]
 pub(crate) fn write_self_fast(addr: u64, buf: &[u8]) -> Option<Result<(), Errno>> {
     #[cfg(target_arch = "x86_64")]
     if installed() && range_ok(addr, buf.len()) {
-        // SAFETY: the handler is installed; `addr` is memory the program asked the emulated
-        // kernel to write (its contract, as with a real kernel); `buf` is only read.
-        return Some(unsafe { copy_raw_out(addr as usize as *mut u8, buf.as_ptr(), buf.len()) });
+        // SAFETY: the handler is installed, so a fault inside the routine resumes at its
+        // fixup; `addr` is memory the program asked the emulated kernel to write (its
+        // contract, as with a real kernel); `buf` is only read.
+        return Some(copied(unsafe { uiommu_linux_copy_out(addr as usize as *mut u8, buf.as_ptr(), buf.len()) }));
     }
     let _ = (addr, buf);
     None
@@ -276,12 +255,7 @@ pub fn read_self(addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
     if !range_ok(addr, buf.len()) {
         return Err(Errno::EFAULT);
     }
-    #[cfg(target_arch = "x86_64")]
-    if installed() {
-        // SAFETY: the handler is installed; `buf` is ours exclusively; `addr` is read only.
-        return unsafe { copy_raw(buf.as_mut_ptr(), addr as usize as *const u8, buf.len()) };
-    }
-    sys::vm_read(crate::my_pid(), addr, buf).map_err(|_| Errno::EFAULT)
+    read_self_fast(addr, buf).unwrap_or_else(|| sys::vm_read(crate::my_pid(), addr, buf).map_err(|_| Errno::EFAULT))
 }
 
 /// Copies `buf` to `addr` in this process. EFAULT if unwritable.
@@ -293,13 +267,7 @@ pub fn write_self(addr: u64, buf: &[u8]) -> Result<(), Errno> {
     if !range_ok(addr, buf.len()) {
         return Err(Errno::EFAULT);
     }
-    #[cfg(target_arch = "x86_64")]
-    if installed() {
-        // SAFETY: the handler is installed; `addr` is memory the program asked the emulated
-        // kernel to write (its contract, as with a real kernel); `buf` is only read.
-        return unsafe { copy_raw_out(addr as usize as *mut u8, buf.as_ptr(), buf.len()) };
-    }
-    sys::vm_write(crate::my_pid(), addr, buf).map_err(|_| Errno::EFAULT)
+    write_self_fast(addr, buf).unwrap_or_else(|| sys::vm_write(crate::my_pid(), addr, buf).map_err(|_| Errno::EFAULT))
 }
 
 // ---------------------------------------------------------------------------------------
