@@ -86,15 +86,92 @@ fn fork_children_are_clients() {
     assert!(!stderr.contains("uiommu: internal error"), "a panic was caught");
 }
 
-/// Runs as process A, B or F when a driver above starts it; does nothing otherwise.
+/// A last `close()` of `/dev/iommu` returns only once the file is torn down: a new file
+/// opened right after sees none of the old one's pins. (The host's service thread watches
+/// every descriptor for hang-ups; it must never be left holding the last reference.) A race,
+/// so many rounds: before the fix, about one run in five failed.
+#[test]
+fn last_close_releases_before_returning() {
+    if std::env::var_os(ROLE).is_some() {
+        return;
+    }
+    let lib = preload_lib();
+    let o = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "xproc_role", "--nocapture", "--test-threads=1"])
+        .env(ROLE, "C")
+        .env("LD_PRELOAD", &lib)
+        .output()
+        .expect("run process C");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(o.status.success(), "process C failed: {:?}", o.status);
+    assert!(stdout.contains("XPROC C OK"), "C did not finish");
+}
+
+/// Runs as process A, B, C or F when a driver above starts it; does nothing otherwise.
 #[test]
 fn xproc_role() {
     match std::env::var(ROLE).as_deref() {
         Ok("A") => process_a(),
         Ok("B") => process_b(),
+        Ok("C") => process_c(),
         Ok("F") => process_f(),
         _ => {}
     }
+}
+
+fn process_c() {
+    // SAFETY: a fresh private page of our own.
+    let buf = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(buf, libc::MAP_FAILED);
+    let refs = TestCheckRefs { length: 4096, uptr: buf as u64, refs: 0, pad: 0 };
+    for round in 0..3000 {
+        // SAFETY: plain libc calls on our own descriptors.
+        let fd = unsafe { libc::open(c"/dev/iommu".as_ptr(), libc::O_RDWR) };
+        assert!(fd >= 0);
+        let mut alloc = IommuIoasAlloc { size: std::mem::size_of::<IommuIoasAlloc>() as u32, ..Default::default() };
+        ioctl(fd, IOMMU_IOAS_ALLOC, &mut alloc).expect("IOAS_ALLOC");
+        test_cmd(fd, IOMMU_TEST_OP_MOCK_DOMAIN, alloc.out_ioas_id, &TestMockDomain::new_zeroed()).expect("MOCK_DOMAIN");
+        let mut map = IommuIoasMap {
+            size: std::mem::size_of::<IommuIoasMap>() as u32,
+            flags: IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+            ioas_id: alloc.out_ioas_id,
+            user_va: buf as u64,
+            length: 4096,
+            ..Default::default()
+        };
+        ioctl(fd, IOMMU_IOAS_MAP, &mut map).expect("IOAS_MAP");
+        let held = TestCheckRefs { refs: 1, ..refs };
+        test_cmd(fd, IOMMU_TEST_OP_MD_CHECK_REFS, 0, &held).expect("pinned once while mapped");
+        // A fault queue's descriptor closed first wakes the service thread (its hang-up),
+        // which then races the last close of the iommufd.
+        let mut fault = IommuFaultAlloc { size: std::mem::size_of::<IommuFaultAlloc>() as u32, ..Default::default() };
+        ioctl(fd, IOMMU_FAULT_QUEUE_ALLOC, &mut fault).expect("FAULT_QUEUE_ALLOC");
+        // SAFETY: closing our own descriptors.
+        unsafe {
+            assert_eq!(libc::close(fault.out_fault_fd as i32), 0);
+            assert_eq!(libc::close(fd), 0);
+        }
+        // SAFETY: as above.
+        let fd = unsafe { libc::open(c"/dev/iommu".as_ptr(), libc::O_RDWR) };
+        assert!(fd >= 0);
+        let r = test_cmd(fd, IOMMU_TEST_OP_MD_CHECK_REFS, 0, &refs);
+        assert!(r.is_ok(), "round {round}: a pin outlived close(): {r:?}");
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::close(fd) }, 0);
+    }
+    println!("XPROC C OK");
 }
 
 /// Waits for a forked child; panics unless it exited with 0.
