@@ -108,7 +108,8 @@ core::arch::global_asm!(
     // reply the caller has just built field by field. For 8..=32 bytes it reads the source
     // in 4-byte pieces, which store forwarding serves from those field stores (a 16-byte
     // load spanning several of them would wait until they reach the cache, a dozen cycles
-    // or so), and writes the user 8 bytes at a time (overlapping groups at 0, 8, n-16, n-8).
+    // or so), and writes the user 8 bytes at a time: groups at 0 and n-8, and for more than
+    // 16 bytes first at 8 and n-16 (groups may overlap).
     ".globl uiommu_linux_copy_out",
     ".hidden uiommu_linux_copy_out",
     "uiommu_linux_copy_out:",
@@ -118,25 +119,8 @@ core::arch::global_asm!(
     "    cmp rdx, 32",
     "    ja 40b",
     "    cmp rdx, 16",
-    "    ja 50f",
-    "    mov eax, dword ptr [rsi]",
-    "    mov r8d, dword ptr [rsi + 4]",
-    "    shl r8, 32",
-    "    or rax, r8",
-    "    mov qword ptr [rdi], rax",
-    "    mov eax, dword ptr [rsi + rdx - 8]",
-    "    mov r8d, dword ptr [rsi + rdx - 4]",
-    "    shl r8, 32",
-    "    or rax, r8",
-    "    mov qword ptr [rdi + rdx - 8], rax",
-    "    xor eax, eax",
-    "    ret",
-    "50:",
-    "    mov eax, dword ptr [rsi]",
-    "    mov r8d, dword ptr [rsi + 4]",
-    "    shl r8, 32",
-    "    or rax, r8",
-    "    mov qword ptr [rdi], rax",
+    "    jbe 51f",
+    // 17..=32 bytes: the two middle groups here, the two outer ones below.
     "    mov eax, dword ptr [rsi + 8]",
     "    mov r8d, dword ptr [rsi + 12]",
     "    shl r8, 32",
@@ -147,6 +131,12 @@ core::arch::global_asm!(
     "    shl r8, 32",
     "    or rax, r8",
     "    mov qword ptr [rdi + rdx - 16], rax",
+    "51:",
+    "    mov eax, dword ptr [rsi]",
+    "    mov r8d, dword ptr [rsi + 4]",
+    "    shl r8, 32",
+    "    or rax, r8",
+    "    mov qword ptr [rdi], rax",
     "    mov eax, dword ptr [rsi + rdx - 8]",
     "    mov r8d, dword ptr [rsi + rdx - 4]",
     "    shl r8, 32",
