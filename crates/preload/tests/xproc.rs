@@ -43,25 +43,32 @@ fn preload_lib() -> PathBuf {
     tdir.join("debug/libuiommu_preload.so")
 }
 
+/// Re-runs this test binary as process `role` under the shim; returns its stdout after
+/// checking that it exited with 0 and printed `XPROC <role> OK`.
+fn run_role(role: &str) -> String {
+    let lib = preload_lib();
+    let o = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "xproc_role", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env("LD_PRELOAD", &lib)
+        .output()
+        .unwrap_or_else(|e| panic!("run process {role}: {e}"));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(o.status.success(), "process {role} failed: {:?}", o.status);
+    assert!(stdout.contains(&format!("XPROC {role} OK")), "{role} did not finish");
+    assert!(!stderr.contains("uiommu: internal error"), "a panic was caught");
+    stdout
+}
+
 #[test]
 fn fd_passed_to_a_spawned_process() {
     if std::env::var_os(ROLE).is_some() {
         return;
     }
-    let lib = preload_lib();
-    let o = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "xproc_role", "--nocapture", "--test-threads=1"])
-        .env(ROLE, "A")
-        .env("LD_PRELOAD", &lib)
-        .output()
-        .expect("run process A");
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(o.status.success(), "process A failed: {:?}", o.status);
-    assert!(stdout.contains("XPROC A OK"), "A did not finish");
-    assert!(!stderr.contains("uiommu: internal error"), "a panic was caught");
+    run_role("A");
 }
 
 #[test]
@@ -69,21 +76,8 @@ fn fork_children_are_clients() {
     if std::env::var_os(ROLE).is_some() {
         return;
     }
-    let lib = preload_lib();
-    let o = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "xproc_role", "--nocapture", "--test-threads=1"])
-        .env(ROLE, "F")
-        .env("LD_PRELOAD", &lib)
-        .output()
-        .expect("run process F");
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(o.status.success(), "process F failed: {:?}", o.status);
-    assert!(stdout.contains("XPROC F OK"), "F did not finish");
+    let stdout = run_role("F");
     assert!(stdout.contains("XPROC ORPHAN OK"), "the orphaned client did not report");
-    assert!(!stderr.contains("uiommu: internal error"), "a panic was caught");
 }
 
 /// A last `close()` of `/dev/iommu` returns only once the file is torn down: a new file
@@ -95,19 +89,7 @@ fn last_close_releases_before_returning() {
     if std::env::var_os(ROLE).is_some() {
         return;
     }
-    let lib = preload_lib();
-    let o = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "xproc_role", "--nocapture", "--test-threads=1"])
-        .env(ROLE, "C")
-        .env("LD_PRELOAD", &lib)
-        .output()
-        .expect("run process C");
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(o.status.success(), "process C failed: {:?}", o.status);
-    assert!(stdout.contains("XPROC C OK"), "C did not finish");
+    run_role("C");
 }
 
 /// Runs as process A, B, C or F when a driver above starts it; does nothing otherwise.
@@ -123,18 +105,8 @@ fn xproc_role() {
 }
 
 fn process_c() {
-    // SAFETY: a fresh private page of our own.
-    let buf = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(buf, libc::MAP_FAILED);
+    // A fresh private page of our own.
+    let buf = anon_page(libc::MAP_PRIVATE);
     let refs = TestCheckRefs { length: 4096, uptr: buf as u64, refs: 0, pad: 0 };
     for round in 0..3000 {
         // SAFETY: plain libc calls on our own descriptors.
@@ -196,18 +168,8 @@ fn process_f() {
     ioctl(fd, IOMMU_IOAS_ALLOC, &mut alloc).expect("IOAS_ALLOC");
     let ioas = alloc.out_ioas_id;
     test_cmd(fd, IOMMU_TEST_OP_MOCK_DOMAIN, ioas, &TestMockDomain::new_zeroed()).expect("MOCK_DOMAIN");
-    // SAFETY: a fresh shared page, inherited by the children.
-    let buf = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(buf, libc::MAP_FAILED);
+    // A fresh shared page, inherited by the children.
+    let buf = anon_page(libc::MAP_SHARED);
     // SAFETY: our page.
     unsafe { std::ptr::copy_nonoverlapping(c"parent data".as_ptr().cast::<u8>(), buf.cast::<u8>(), 12) };
 
@@ -284,6 +246,16 @@ fn process_f() {
     // F exits now (ending the test binary); the orphan then finds its host gone and reports
     // on the inherited stdout, which the driver reads to the end.
     println!("XPROC F OK");
+}
+
+/// One fresh anonymous read-write page (`MAP_PRIVATE` or `MAP_SHARED`).
+fn anon_page(share: i32) -> *mut libc::c_void {
+    // SAFETY: a new mapping chosen by the kernel; nothing else refers to it.
+    let p = unsafe {
+        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, share | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    p
 }
 
 fn errno() -> i32 {
@@ -445,18 +417,8 @@ fn process_b() {
     let mut data = [0u8; 4];
     let fd = recv_fd(sock, &mut data);
     let ioas = u32::from_ne_bytes(data);
-    // SAFETY: a fresh shared anonymous page.
-    let buf = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(buf, libc::MAP_FAILED);
+    // A fresh shared anonymous page.
+    let buf = anon_page(libc::MAP_SHARED);
     // SAFETY: buf is our page.
     unsafe { std::ptr::copy_nonoverlapping(c"hello from B".as_ptr().cast::<u8>(), buf.cast::<u8>(), 13) };
     let mut map = IommuIoasMap {
