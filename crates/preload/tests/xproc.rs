@@ -111,15 +111,7 @@ fn process_c() {
         let mut alloc = IommuIoasAlloc { size: std::mem::size_of::<IommuIoasAlloc>() as u32, ..Default::default() };
         ioctl(fd, IOMMU_IOAS_ALLOC, &mut alloc).expect("IOAS_ALLOC");
         test_cmd(fd, IOMMU_TEST_OP_MOCK_DOMAIN, alloc.out_ioas_id, &TestMockDomain::new_zeroed()).expect("MOCK_DOMAIN");
-        let mut map = IommuIoasMap {
-            size: std::mem::size_of::<IommuIoasMap>() as u32,
-            flags: IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-            ioas_id: alloc.out_ioas_id,
-            user_va: buf as u64,
-            length: 4096,
-            ..Default::default()
-        };
-        ioctl(fd, IOMMU_IOAS_MAP, &mut map).expect("IOAS_MAP");
+        map_page(fd, alloc.out_ioas_id, buf).expect("IOAS_MAP");
         let held = TestCheckRefs { refs: 1, ..refs };
         test_cmd(fd, IOMMU_TEST_OP_MD_CHECK_REFS, 0, &held).expect("pinned once while mapped");
         // A fault queue's descriptor closed first wakes the service thread (its hang-up),
@@ -176,22 +168,14 @@ fn process_f() {
     let c = unsafe { libc::fork() };
     if c == 0 {
         let r = std::panic::catch_unwind(|| {
-            let mut map = IommuIoasMap {
-                size: std::mem::size_of::<IommuIoasMap>() as u32,
-                flags: IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-                ioas_id: ioas,
-                user_va: buf as u64,
-                length: 4096,
-                ..Default::default()
-            };
-            ioctl(fd, IOMMU_IOAS_MAP, &mut map).expect("IOAS_MAP in the child");
+            let iova = map_page(fd, ioas, buf).expect("IOAS_MAP in the child");
             let access = test_cmd(fd, IOMMU_TEST_OP_CREATE_ACCESS, ioas, &TestCreateAccess::default())
                 .expect("CREATE_ACCESS in the child")
                 .payload::<TestCreateAccess>()
                 .out_access_fd;
-            let got = access_read(fd, access, map.iova, 12).expect("ACCESS_RW in the child");
+            let got = access_read(fd, access, iova, 12).expect("ACCESS_RW in the child");
             assert_eq!(&got, b"parent data\0");
-            let bad = TestAccessRw { iova: map.iova, length: 4, uptr: 8, ..Default::default() };
+            let bad = TestAccessRw { iova, length: 4, uptr: 8, ..Default::default() };
             assert_eq!(test_cmd(fd, IOMMU_TEST_OP_ACCESS_RW, access, &bad).err(), Some(libc::EFAULT));
             // SAFETY: a bad pointer is the point: the host must answer EFAULT.
             let r = unsafe { libc::ioctl(fd, IOMMU_IOAS_ALLOC as libc::c_ulong, 16usize) };
@@ -242,6 +226,20 @@ fn process_f() {
     // F exits now (ending the test binary); the orphan then finds its host gone and reports
     // on the inherited stdout, which the driver reads to the end.
     println!("XPROC F OK");
+}
+
+/// IOAS_MAP of one read-write page at `buf` (the kernel picks the IOVA): the IOVA.
+fn map_page(fd: RawFd, ioas: u32, buf: *mut libc::c_void) -> Result<u64, i32> {
+    let mut map = IommuIoasMap {
+        size: std::mem::size_of::<IommuIoasMap>() as u32,
+        flags: IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+        ioas_id: ioas,
+        user_va: buf as u64,
+        length: 4096,
+        ..Default::default()
+    };
+    ioctl(fd, IOMMU_IOAS_MAP, &mut map)?;
+    Ok(map.iova)
 }
 
 /// One fresh anonymous read-write page (`MAP_PRIVATE` or `MAP_SHARED`).
@@ -417,20 +415,12 @@ fn process_b() {
     let buf = anon_page(libc::MAP_SHARED);
     // SAFETY: buf is our page.
     unsafe { std::ptr::copy_nonoverlapping(c"hello from B".as_ptr().cast::<u8>(), buf.cast::<u8>(), 13) };
-    let mut map = IommuIoasMap {
-        size: std::mem::size_of::<IommuIoasMap>() as u32,
-        flags: IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-        ioas_id: ioas,
-        user_va: buf as u64,
-        length: 4096,
-        ..Default::default()
-    };
-    ioctl(fd, IOMMU_IOAS_MAP, &mut map).expect("IOAS_MAP from B");
+    let iova = map_page(fd, ioas, buf).expect("IOAS_MAP from B");
     let pin = vm_pin_kb("self");
     // SAFETY: sock is the inherited socket.
     let mut s = unsafe { std::fs::File::from_raw_fd(sock) };
     let mut msg = [0u8; 16];
-    msg[..8].copy_from_slice(&map.iova.to_ne_bytes());
+    msg[..8].copy_from_slice(&iova.to_ne_bytes());
     msg[8..].copy_from_slice(&pin.to_ne_bytes());
     std::io::Write::write_all(&mut s, &msg).unwrap();
     let mut go = [0u8; 1];
