@@ -71,6 +71,9 @@ impl Ictx {
 /// An iommufd context (one open of `/dev/iommu`).
 pub struct Context {
     pub(crate) machine: Arc<Machine>,
+    /// The machine's platform, kept here too: an ioctl's user copies reach it in one load
+    /// fewer (the chain of dependent loads is what a cheap ioctl waits on).
+    platform: Arc<dyn crate::platform::Platform>,
     /// Biased towards the first thread that locks it (no atomic read-modify-write on that
     /// thread's uncontended ioctls; see `uiommu_sync`).
     state: BiasedMutex<Ictx>,
@@ -85,7 +88,11 @@ impl std::fmt::Debug for Context {
 impl Context {
     /// Open a new context on `machine` (`open("/dev/iommu")`).
     pub fn open(machine: &Arc<Machine>) -> Arc<Context> {
-        let ctx = Arc::new(Context { machine: machine.clone(), state: BiasedMutex::default() });
+        let ctx = Arc::new(Context {
+            machine: machine.clone(),
+            platform: machine.platform.clone(),
+            state: BiasedMutex::default(),
+        });
         let mut list = machine.contexts.lock().unwrap_or_else(|e| e.into_inner());
         list.retain(|w| w.strong_count() > 0);
         list.push(Arc::downgrade(&ctx));
@@ -133,7 +140,7 @@ impl Context {
         if !(uapi::IOMMUFD_CMD_BASE..=uiommu_uapi::test::IOMMU_TEST_CMD_NR).contains(&nr) {
             return crate::vfio_compat::ioctl(self, caller, cmd, arg);
         }
-        let platform = &*self.machine.platform;
+        let platform = &*self.platform;
         let info = uiommu_uapi::cmd_info(nr).filter(|i| i.ioctl == cmd);
         // Read the whole known struct in one copy when we can; if that faults (the struct
         // may be shorter and end a mapping), read just `size` like the kernel does. The

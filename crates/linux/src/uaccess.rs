@@ -180,6 +180,197 @@ extern "C" {
     static uiommu_linux_copy_fixup: u8;
 }
 
+// ---------------------------------------------------------------------------------------
+// Inline copies: an exception table
+// ---------------------------------------------------------------------------------------
+//
+// A call into the routine above costs more than the copy itself (a cheap ioctl makes two or
+// three). So copies of 4 to 32 bytes are inlined into their callers as `asm!` blocks, and
+// every instruction of theirs that touches the program's memory is listed in the
+// `uiommu_extable` section as a pair of 32-bit offsets, relative to the entry itself as in
+// the kernel: the instruction, then where to resume when it faults. The resume point (in
+// `.text.uiommu_linux_fixup`) sets the block's "bytes not copied" to the whole length and
+// jumps to the block's end. The fault handler looks the faulting address up there.
+//
+// Reads load the user bytes into registers and then store them in the buffer; writes read
+// the (just built) buffer in 4-byte pieces, for store forwarding, as `uiommu_linux_copy_out`
+// does, and store 8 bytes at a time. Numeric labels only, as inline assembly may be
+// duplicated by the compiler (each copy then lists its own instructions).
+
+#[cfg(target_arch = "x86_64")]
+extern "C" {
+    static __start_uiommu_extable: u8;
+    static __stop_uiommu_extable: u8;
+}
+
+/// The resume address for a fault at `rip` in an inline copy, if it is one.
+#[cfg(target_arch = "x86_64")]
+fn extable_fixup(rip: usize) -> Option<usize> {
+    // SAFETY: the linker defines both symbols around the section of 4-byte-aligned pairs of
+    // i32 offsets that the `asm!` blocks below emit; only their addresses are taken here.
+    let (start, stop) =
+        unsafe { (&__start_uiommu_extable as *const u8 as usize, &__stop_uiommu_extable as *const u8 as usize) };
+    let mut at = start;
+    while at + 8 <= stop {
+        // SAFETY: `at..at + 8` lies inside the section (checked above), which is readable.
+        let (insn, fix) = unsafe { (std::ptr::read(at as *const i32), std::ptr::read((at + 4) as *const i32)) };
+        if at.wrapping_add_signed(insn as isize) == rip {
+            return Some((at + 4).wrapping_add_signed(fix as isize));
+        }
+        at += 8;
+    }
+    None
+}
+
+/// One inline copy: `$body` (instructions labelled 2: and 3: and, for 4-group copies, 6: and
+/// 7: touch user memory), then the shared fixup and table entries. Evaluates to the bytes
+/// not copied (0, or the whole length).
+#[cfg(target_arch = "x86_64")]
+macro_rules! inline_copy {
+    ($entries:literal, [$($body:literal),* $(,)?], $($operands:tt)*) => {{
+        let left: usize;
+        core::arch::asm!(
+            $($body,)*
+            "xor {left:e}, {left:e}",
+            "4:",
+            ".pushsection .text.uiommu_linux_fixup,\"ax\",@progbits",
+            "5:",
+            "mov {left}, {n}",
+            "jmp 4b",
+            ".popsection",
+            ".pushsection uiommu_extable,\"aR\",@progbits",
+            ".balign 4",
+            $entries,
+            ".popsection",
+            left = out(reg) left,
+            $($operands)*
+            options(nostack),
+        );
+        left
+    }};
+}
+
+/// Copies `n` (4..=32) bytes from user `src` to our `dst`; returns the bytes not copied.
+///
+/// # Safety
+/// `dst` is valid for `n` bytes of writes; the fault handler is installed.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn read_small(dst: *mut u8, src: *const u8, n: usize) -> usize {
+    // SAFETY: each block lists its user accesses in the exception table; `dst` is ours.
+    unsafe {
+        if n >= 16 {
+            inline_copy!(
+                ".long 2b - ., 5b - .\n.long 3b - ., 5b - .",
+                [
+                    "2: movdqu {a}, xmmword ptr [{src}]",
+                    "3: movdqu {b}, xmmword ptr [{src} + {n} - 16]",
+                    "movdqu xmmword ptr [{dst}], {a}",
+                    "movdqu xmmword ptr [{dst} + {n} - 16], {b}",
+                ],
+                src = in(reg) src, dst = in(reg) dst, n = in(reg) n,
+                a = out(xmm_reg) _, b = out(xmm_reg) _,
+            )
+        } else if n >= 8 {
+            inline_copy!(
+                ".long 2b - ., 5b - .\n.long 3b - ., 5b - .",
+                [
+                    "2: mov {a}, qword ptr [{src}]",
+                    "3: mov {b}, qword ptr [{src} + {n} - 8]",
+                    "mov qword ptr [{dst}], {a}",
+                    "mov qword ptr [{dst} + {n} - 8], {b}",
+                ],
+                src = in(reg) src, dst = in(reg) dst, n = in(reg) n,
+                a = out(reg) _, b = out(reg) _,
+            )
+        } else {
+            inline_copy!(
+                ".long 2b - ., 5b - .\n.long 3b - ., 5b - .",
+                [
+                    "2: mov {a:e}, dword ptr [{src}]",
+                    "3: mov {b:e}, dword ptr [{src} + {n} - 4]",
+                    "mov dword ptr [{dst}], {a:e}",
+                    "mov dword ptr [{dst} + {n} - 4], {b:e}",
+                ],
+                src = in(reg) src, dst = in(reg) dst, n = in(reg) n,
+                a = out(reg) _, b = out(reg) _,
+            )
+        }
+    }
+}
+
+/// Copies `n` (4..=32) bytes from our `src` to user `dst`; returns the bytes not copied.
+///
+/// # Safety
+/// `src` is valid for `n` bytes of reads; the fault handler is installed; `dst` is memory
+/// the program asked the emulated kernel to write.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn write_small(dst: *mut u8, src: *const u8, n: usize) -> usize {
+    // SAFETY: each block lists its user accesses in the exception table; `src` is ours.
+    unsafe {
+        if n > 16 {
+            inline_copy!(
+                ".long 2b - ., 5b - .\n.long 3b - ., 5b - .\n.long 6b - ., 5b - .\n.long 7b - ., 5b - .",
+                [
+                    "mov {a:e}, dword ptr [{src}]",
+                    "mov {b:e}, dword ptr [{src} + 4]",
+                    "shl {b}, 32",
+                    "or {a}, {b}",
+                    "2: mov qword ptr [{dst}], {a}",
+                    "mov {a:e}, dword ptr [{src} + 8]",
+                    "mov {b:e}, dword ptr [{src} + 12]",
+                    "shl {b}, 32",
+                    "or {a}, {b}",
+                    "3: mov qword ptr [{dst} + 8], {a}",
+                    "mov {a:e}, dword ptr [{src} + {n} - 16]",
+                    "mov {b:e}, dword ptr [{src} + {n} - 12]",
+                    "shl {b}, 32",
+                    "or {a}, {b}",
+                    "6: mov qword ptr [{dst} + {n} - 16], {a}",
+                    "mov {a:e}, dword ptr [{src} + {n} - 8]",
+                    "mov {b:e}, dword ptr [{src} + {n} - 4]",
+                    "shl {b}, 32",
+                    "or {a}, {b}",
+                    "7: mov qword ptr [{dst} + {n} - 8], {a}",
+                ],
+                src = in(reg) src, dst = in(reg) dst, n = in(reg) n,
+                a = out(reg) _, b = out(reg) _,
+            )
+        } else if n >= 8 {
+            inline_copy!(
+                ".long 2b - ., 5b - .\n.long 3b - ., 5b - .",
+                [
+                    "mov {a:e}, dword ptr [{src}]",
+                    "mov {b:e}, dword ptr [{src} + 4]",
+                    "shl {b}, 32",
+                    "or {a}, {b}",
+                    "2: mov qword ptr [{dst}], {a}",
+                    "mov {a:e}, dword ptr [{src} + {n} - 8]",
+                    "mov {b:e}, dword ptr [{src} + {n} - 4]",
+                    "shl {b}, 32",
+                    "or {a}, {b}",
+                    "3: mov qword ptr [{dst} + {n} - 8], {a}",
+                ],
+                src = in(reg) src, dst = in(reg) dst, n = in(reg) n,
+                a = out(reg) _, b = out(reg) _,
+            )
+        } else {
+            inline_copy!(
+                ".long 2b - ., 5b - .\n.long 3b - ., 5b - .",
+                [
+                    "mov {a:e}, dword ptr [{src}]",
+                    "mov {b:e}, dword ptr [{src} + {n} - 4]",
+                    "2: mov dword ptr [{dst}], {a:e}",
+                    "3: mov dword ptr [{dst} + {n} - 4], {b:e}",
+                ],
+                src = in(reg) src, dst = in(reg) dst, n = in(reg) n,
+                a = out(reg) _, b = out(reg) _,
+            )
+        }
+    }
+}
+
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Whether the fault handler is in place (fast copies are in use).
@@ -212,8 +403,14 @@ pub(crate) fn read_self_fast(addr: u64, buf: &mut [u8]) -> Option<Result<(), Err
     if installed() && range_ok(addr, buf.len()) {
         // SAFETY: the handler is installed, so a fault inside the routine resumes at its
         // fixup; `buf` is ours exclusively; `addr` is only read.
-        return Some(copied(unsafe {
-            uiommu_linux_copy_user(buf.as_mut_ptr(), addr as usize as *const u8, buf.len())
+        let (dst, src, n) = (buf.as_mut_ptr(), addr as usize as *const u8, buf.len());
+        return Some(copied(if (4..=32).contains(&n) {
+            // SAFETY: as below, for the inline copy and its table entries.
+            unsafe { read_small(dst, src, n) }
+        } else {
+            // SAFETY: the handler is installed, so a fault inside the routine resumes at its
+            // fixup; `buf` is ours exclusively; `addr` is only read.
+            unsafe { uiommu_linux_copy_user(dst, src, n) }
         }));
     }
     let _ = (addr, buf);
@@ -230,7 +427,16 @@ pub(crate) fn write_self_fast(addr: u64, buf: &[u8]) -> Option<Result<(), Errno>
         // SAFETY: the handler is installed, so a fault inside the routine resumes at its
         // fixup; `addr` is memory the program asked the emulated kernel to write (its
         // contract, as with a real kernel); `buf` is only read.
-        return Some(copied(unsafe { uiommu_linux_copy_out(addr as usize as *mut u8, buf.as_ptr(), buf.len()) }));
+        let (dst, src, n) = (addr as usize as *mut u8, buf.as_ptr(), buf.len());
+        return Some(copied(if (4..=32).contains(&n) {
+            // SAFETY: as below, for the inline copy and its table entries.
+            unsafe { write_small(dst, src, n) }
+        } else {
+            // SAFETY: the handler is installed, so a fault inside the routine resumes at its
+            // fixup; `addr` is memory the program asked the emulated kernel to write (its
+            // contract, as with a real kernel); `buf` is only read.
+            unsafe { uiommu_linux_copy_out(dst, src, n) }
+        }));
     }
     let _ = (addr, buf);
     None
@@ -444,6 +650,10 @@ extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, uctx: *mut libc::c_
         let end = &uiommu_linux_copy_end as *const u8 as usize;
         if (begin..end).contains(&rip) {
             (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = &uiommu_linux_copy_fixup as *const u8 as usize as i64;
+            return;
+        }
+        if let Some(fix) = extable_fixup(rip) {
+            (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = fix as i64;
             return;
         }
     }

@@ -35,7 +35,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use uiommu_core::EngineFile;
+use uiommu_core::{Context, EngineFile};
 use uiommu_sync::asym;
 
 use crate::host::Conn;
@@ -231,13 +231,21 @@ pub fn lookup(fd: i32) -> Option<Arc<ShimFile>> {
 /// One fd's hot-path slot.
 pub(crate) struct FastSlot {
     ptr: AtomicPtr<ShimFile>,
+    /// For an iommufd this process hosts, the context inside the entry `ptr` points at
+    /// (null otherwise): an ioctl reaches it with one load instead of three dependent ones.
+    iommufd: AtomicPtr<Arc<Context>>,
     owner: AtomicUsize,
     busy: AtomicBool,
 }
 
 /// fd → hot-path slot, for fds below [`FLAG_FDS`].
 static FAST: [FastSlot; FLAG_FDS] = [const {
-    FastSlot { ptr: AtomicPtr::new(std::ptr::null_mut()), owner: AtomicUsize::new(0), busy: AtomicBool::new(false) }
+    FastSlot {
+        ptr: AtomicPtr::new(std::ptr::null_mut()),
+        iommufd: AtomicPtr::new(std::ptr::null_mut()),
+        owner: AtomicUsize::new(0),
+        busy: AtomicBool::new(false),
+    }
 }; FLAG_FDS];
 
 /// One past the highest fd whose slot was ever used (bounds the fork-child scan).
@@ -253,35 +261,62 @@ impl Drop for Using {
     }
 }
 
-/// Runs `f` on the engine file behind `fd` (`None` if `fd` is not one). The hot path of
-/// `ioctl`: no lock, no reference count (see above).
+/// `fd`'s hot-path slot, announced busy until the returned guard drops; `None` when the
+/// counted path must serve (another thread's slot, a nested use, a high fd, no fences).
 #[inline(always)]
-pub fn with<R>(fd: i32, f: impl FnOnce(&ShimFile) -> R) -> Option<R> {
-    let Some(s) = usize::try_from(fd).ok().and_then(|i| FAST.get(i)) else {
-        return with_slow(fd, f);
-    };
+fn enter(fd: i32) -> Option<(&'static FastSlot, Using)> {
+    let s = usize::try_from(fd).ok().and_then(|i| FAST.get(i))?;
     if !asym::available() {
-        return with_slow(fd, f);
+        return None;
     }
     let me = uiommu_sync::thread_id();
     let o = s.owner.load(Ordering::Relaxed);
     let mine = o == me || (o == 0 && s.owner.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed).is_ok());
     // `busy` already set on the owner: a nested use further up this thread's stack.
     if !mine || s.busy.load(Ordering::Relaxed) {
-        return with_slow(fd, f);
-    }
-    s.busy.store(true, Ordering::Relaxed);
-    let _using = Using(&s.busy);
-    asym::light();
-    let p = s.ptr.load(Ordering::Acquire);
-    if p.is_null() {
         return None;
     }
-    // SAFETY: `p` is the table's entry for `fd`, loaded after our `busy` store and a light
-    // fence; a writer that removes it clears the pointer, issues a heavy fence and waits for
-    // `busy` to clear before dropping it (`quiesce`), and until then the table's Arc keeps
-    // it alive.
-    Some(f(unsafe { &*p }))
+    s.busy.store(true, Ordering::Relaxed);
+    let using = Using(&s.busy);
+    asym::light();
+    Some((s, using))
+}
+
+/// The entry a busy slot points at (null if none).
+///
+/// SAFETY (for dereferencing the result while the slot is busy): the pointer is the
+/// table's entry for `fd`, loaded after our `busy` store and a light fence; a writer that
+/// removes it clears the pointer, issues a heavy fence and waits for `busy` to clear
+/// before dropping it (`quiesce`), and until then the table's Arc keeps it alive.
+#[inline(always)]
+fn entry(s: &FastSlot) -> *const ShimFile {
+    s.ptr.load(Ordering::Acquire)
+}
+
+/// Runs `f` on the engine file behind `fd` (`None` if `fd` is not one): no lock, no
+/// reference count (see above).
+#[inline(always)]
+pub fn with<R>(fd: i32, f: impl FnOnce(&ShimFile) -> R) -> Option<R> {
+    let Some((s, _using)) = enter(fd) else { return with_slow(fd, f) };
+    let p = entry(s);
+    // SAFETY: see `entry`; the slot stays busy until `_using` drops.
+    (!p.is_null()).then(|| f(unsafe { &*p }))
+}
+
+/// The hot path of `ioctl`: [`with`], except that an iommufd this process hosts goes to
+/// `iommufd` with its context, reached in one load from the slot.
+#[inline(always)]
+pub fn with_ioctl<R>(fd: i32, iommufd: impl FnOnce(&Arc<Context>) -> R, f: impl FnOnce(&ShimFile) -> R) -> Option<R> {
+    let Some((s, _using)) = enter(fd) else { return with_slow(fd, f) };
+    let ctx = s.iommufd.load(Ordering::Acquire);
+    if !ctx.is_null() {
+        // SAFETY: the context lives inside the entry the slot points at (`set_fast`), so
+        // what `entry` says of that entry holds for it.
+        return Some(iommufd(unsafe { &*ctx }));
+    }
+    let p = entry(s);
+    // SAFETY: see `entry`; the slot stays busy until `_using` drops.
+    (!p.is_null()).then(|| f(unsafe { &*p }))
 }
 
 /// [`with`] through the locked table (another thread's slot, a nested use, a high fd).
@@ -294,7 +329,15 @@ fn with_slow<R>(fd: i32, f: impl FnOnce(&ShimFile) -> R) -> Option<R> {
 fn set_fast(fd: i32, e: Option<&Arc<ShimFile>>) {
     if let Some(i) = usize::try_from(fd).ok().filter(|&i| i < FLAG_FDS) {
         let p = e.map_or(std::ptr::null_mut(), |a| Arc::as_ptr(a) as *mut ShimFile);
+        let ctx = match e.map(|a| &**a) {
+            Some(ShimFile::Local(c)) => match &c.file {
+                EngineFile::Iommufd(ctx) => ctx as *const Arc<Context> as *mut Arc<Context>,
+                _ => std::ptr::null_mut(),
+            },
+            _ => std::ptr::null_mut(),
+        };
         FAST[i].ptr.store(p, Ordering::Release);
+        FAST[i].iommufd.store(ctx, Ordering::Release);
         if e.is_some() {
             FAST_HIGH.fetch_max(i + 1, Ordering::Relaxed);
         }

@@ -384,7 +384,8 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
     // gives the same results.
     if fdtable::maybe_engine(fd) && !matches!(request, libc::FIOCLEX | libc::FIONCLEX | libc::FIONBIO | libc::FIOASYNC)
     {
-        if let Some(r) = fdtable::with(fd, |f| engine_ioctl(fd, f, request, arg)) {
+        let r = fdtable::with_ioctl(fd, |ctx| iommufd_ioctl(ctx, request, arg), |f| engine_ioctl(fd, f, request, arg));
+        if let Some(r) = r {
             return r;
         }
     }
@@ -392,22 +393,27 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
     unsafe { pass_ioctl(fd, request, arg) }
 }
 
-fn engine_ioctl(fd: c_int, f: &ShimFile, request: c_ulong, arg: *mut c_void) -> c_int {
+/// `ioctl` on an iommufd this process hosts.
+#[inline]
+fn iommufd_ioctl(ctx: &Arc<Context>, request: c_ulong, arg: *mut c_void) -> c_int {
     // The kernel's ioctl command is an unsigned int: the upper bits are dropped.
+    let r = if crate::trace::enabled() {
+        traced_engine_ioctl(ctx, request as u32, arg as u64)
+    } else {
+        guard(|| ctx.ioctl(&current_caller(), request as u32, arg as u64))
+    };
+    fdtable::drop_deferred();
+    match r {
+        Ok(v) => v,
+        Err(e) => fail(e, -1),
+    }
+}
+
+/// `ioctl` on any other engine file.
+fn engine_ioctl(fd: c_int, f: &ShimFile, request: c_ulong, arg: *mut c_void) -> c_int {
     let r = match f {
         ShimFile::Local(conn) => match &conn.file {
-            EngineFile::Iommufd(ctx) => {
-                let r = if crate::trace::enabled() {
-                    traced_engine_ioctl(ctx, request as u32, arg as u64)
-                } else {
-                    guard(|| ctx.ioctl(&current_caller(), request as u32, arg as u64))
-                };
-                fdtable::drop_deferred();
-                match r {
-                    Ok(v) => return v,
-                    Err(e) => Err(e),
-                }
-            }
+            EngineFile::Iommufd(ctx) => return iommufd_ioctl(ctx, request, arg),
             // Access, fault and vEVENTQ files have no ioctls the self-tests use.
             _ => Err(Errno::ENOTTY),
         },
