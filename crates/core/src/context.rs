@@ -19,7 +19,7 @@ use crate::io_pagetable::Ioas;
 use crate::machine::{AcctMode, Machine};
 use crate::object::{ObjType, ObjectTable};
 use crate::pages::{Pages, StoreId};
-use crate::platform::Caller;
+use crate::platform::{Caller, Platform};
 use crate::ucmd::Ucmd;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -104,6 +104,7 @@ impl Context {
         &self.machine
     }
 
+    #[inline]
     pub(crate) fn lock(&self) -> BiasedMutexGuard<'_, Ictx> {
         self.state.lock()
     }
@@ -136,11 +137,24 @@ impl Context {
 
     /// `ioctl(fd, cmd, arg)`: returns the ioctl's non-negative result or an errno.
     pub fn ioctl(self: &Arc<Self>, caller: &Caller, cmd: u32, arg: u64) -> Result<i32> {
+        self.ioctl_via(&*self.platform, caller, cmd, arg)
+    }
+
+    /// [`Context::ioctl`] with the iommufd commands' user copies made through `platform`, a
+    /// value of the machine's platform type that behaves as the machine's own (a stateless
+    /// platform: any value of its type). Naming the type lets the compiler inline the
+    /// copies into the commands, which is most of what a cheap ioctl costs.
+    pub fn ioctl_via<P: Platform + ?Sized>(
+        self: &Arc<Self>,
+        platform: &P,
+        caller: &Caller,
+        cmd: u32,
+        arg: u64,
+    ) -> Result<i32> {
         let nr = (cmd & 0xff) as u8;
         if !(uapi::IOMMUFD_CMD_BASE..=uiommu_uapi::test::IOMMU_TEST_CMD_NR).contains(&nr) {
             return crate::vfio_compat::ioctl(self, caller, cmd, arg);
         }
-        let platform = &*self.platform;
         let info = uiommu_uapi::cmd_info(nr).filter(|i| i.ioctl == cmd);
         // Read the whole known struct in one copy when we can; if that faults (the struct
         // may be shorter and end a mapping), read just `size` like the kernel does. The
@@ -159,7 +173,7 @@ impl Context {
         self.dispatch(nr, &uc)
     }
 
-    fn dispatch(self: &Arc<Self>, nr: u8, uc: &Ucmd<'_>) -> Result<i32> {
+    fn dispatch<P: Platform + ?Sized>(self: &Arc<Self>, nr: u8, uc: &Ucmd<'_, P>) -> Result<i32> {
         use uapi::*;
         match nr {
             IOMMUFD_CMD_DESTROY => self.destroy(uc),
@@ -189,7 +203,7 @@ impl Context {
     }
 
     /// `IOMMU_DESTROY`.
-    fn destroy(self: &Arc<Self>, uc: &Ucmd<'_>) -> Result<i32> {
+    fn destroy<P: Platform + ?Sized>(self: &Arc<Self>, uc: &Ucmd<'_, P>) -> Result<i32> {
         let cmd: uapi::IommuDestroy = uc.read()?;
         let mut g = self.lock();
         let ty = g.objs.type_of(cmd.id)?;

@@ -9,6 +9,7 @@ use crate::errno::{Errno, Result};
 use crate::fault_inject::{fail_point, FailSite};
 use crate::hw_pagetable;
 use crate::object::ObjType;
+use crate::platform::Platform;
 use crate::ucmd::Ucmd;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -354,7 +355,7 @@ pub(crate) fn destroy_selftest(ctx: &Context, g: &mut Ictx, stdev: u32) {
     g.objs.remove(dev);
 }
 
-pub(crate) fn get_hw_info(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn get_hw_info<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuHwInfo = uc.read()?;
     if cmd.flags & !IOMMU_HW_INFO_FLAG_INPUT_TYPE != 0 {
         return Err(Errno::EOPNOTSUPP);

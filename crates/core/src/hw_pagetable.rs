@@ -9,6 +9,7 @@ use crate::errno::{Errno, Result};
 use crate::fault_inject::{fail_point, FailSite};
 use crate::mock::pagetable::{MockPageTable, MockPtType};
 use crate::object::ObjType;
+use crate::platform::Platform;
 use crate::ucmd::{read_driver_data, Ucmd};
 use crate::{Caller, EngineFile};
 use std::collections::{BTreeMap, VecDeque};
@@ -61,7 +62,7 @@ pub(crate) struct Fault {
     pub awaiting: BTreeMap<u32, FaultGroup>,
 }
 
-pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn alloc<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuHwptAlloc = uc.read()?;
     if cmd.reserved != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -179,9 +180,9 @@ pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
 
 /// Mock driver: a nested domain on `parent` (allocated directly or through `viommu`,
 /// which it then holds instead of the parent). Returns the reserved HWPT id.
-fn mock_nested_alloc(
+fn mock_nested_alloc<P: Platform + ?Sized>(
     g: &mut Ictx,
-    uc: &Ucmd<'_>,
+    uc: &Ucmd<'_, P>,
     cmd: &IommuHwptAlloc,
     parent: u32,
     viommu: Option<u32>,
@@ -215,7 +216,11 @@ fn fault_of(g: &Ictx, hwpt: u32) -> Option<u32> {
 }
 
 /// Mock driver: the page-table type of a paging domain from its optional driver data.
-fn mock_paging_type(caller: &Caller, uc: &Ucmd<'_>, cmd: &IommuHwptAlloc) -> Result<MockPtType> {
+fn mock_paging_type<P: Platform + ?Sized>(
+    caller: &Caller,
+    uc: &Ucmd<'_, P>,
+    cmd: &IommuHwptAlloc,
+) -> Result<MockPtType> {
     if cmd.data_len == 0 {
         return Ok(MockPtType::Default);
     }
@@ -279,7 +284,7 @@ pub(crate) fn destroy_fault(g: &mut Ictx, id: u32) {
     g.faults.remove(&id);
 }
 
-pub(crate) fn invalidate(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn invalidate<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuHwptInvalidate = uc.read()?;
     let (done, res) = invalidate_inner(ctx, uc, &cmd);
     // Copied back whatever happened, with the number of entries handled.
@@ -288,7 +293,11 @@ pub(crate) fn invalidate(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     res.map(|_| 0)
 }
 
-fn invalidate_inner(ctx: &Arc<Context>, uc: &Ucmd<'_>, cmd: &IommuHwptInvalidate) -> (u32, Result<()>) {
+fn invalidate_inner<P: Platform + ?Sized>(
+    ctx: &Arc<Context>,
+    uc: &Ucmd<'_, P>,
+    cmd: &IommuHwptInvalidate,
+) -> (u32, Result<()>) {
     if cmd.reserved != 0 {
         return (0, Err(Errno::EOPNOTSUPP));
     }
@@ -312,7 +321,12 @@ fn invalidate_inner(ctx: &Arc<Context>, uc: &Ucmd<'_>, cmd: &IommuHwptInvalidate
     }
 }
 
-fn mock_nested_invalidate(uc: &Ucmd<'_>, n: &mut HwptNested, cmd: &IommuHwptInvalidate, num: u32) -> (u32, Result<()>) {
+fn mock_nested_invalidate<P: Platform + ?Sized>(
+    uc: &Ucmd<'_, P>,
+    n: &mut HwptNested,
+    cmd: &IommuHwptInvalidate,
+    num: u32,
+) -> (u32, Result<()>) {
     if cmd.data_type != t::IOMMU_HWPT_INVALIDATE_DATA_SELFTEST {
         return (0, Err(Errno::EINVAL));
     }
@@ -341,7 +355,7 @@ fn mock_nested_invalidate(uc: &Ucmd<'_>, n: &mut HwptNested, cmd: &IommuHwptInva
     (num, Ok(()))
 }
 
-pub(crate) fn set_dirty_tracking(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn set_dirty_tracking<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let cmd: IommuHwptSetDirtyTracking = uc.read()?;
     if cmd.flags & !IOMMU_HWPT_DIRTY_TRACKING_ENABLE != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -363,7 +377,7 @@ pub(crate) fn set_dirty_tracking(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i3
     Ok(0)
 }
 
-pub(crate) fn get_dirty_bitmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn get_dirty_bitmap<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let cmd: IommuHwptGetDirtyBitmap = uc.read()?;
     if cmd.flags & !IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR != 0 || cmd.reserved != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -438,7 +452,7 @@ pub(crate) fn get_dirty_bitmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32>
 
 /// OR the bit ranges into the user bitmap at `data` (bit n in byte n/8, bit n%8), a window
 /// of at most 1 MiB at a time. Faults are ignored, as the kernel's walk ignores them.
-fn set_user_bits(uc: &Ucmd<'_>, data: u64, ranges: &[(u64, u64)]) {
+fn set_user_bits<P: Platform + ?Sized>(uc: &Ucmd<'_, P>, data: u64, ranges: &[(u64, u64)]) {
     const WINDOW: u64 = 1 << 20;
     let mut i = 0;
     let mut buf: Vec<u8> = Vec::new();
@@ -578,7 +592,7 @@ impl FaultFile {
     }
 }
 
-pub(crate) fn fault_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn fault_alloc<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuFaultAlloc = uc.read()?;
     if cmd.flags != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -615,9 +629,9 @@ pub(crate) fn fault_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
 /// install `file` as a descriptor, fill the command with it, copy the command back, publish
 /// `id`. Any failure runs `undo` on the half-built object; as in the kernel, the descriptor
 /// exists for the program only once the copy-back succeeded (else it is taken back).
-pub(crate) fn install_and_respond<T: zerocopy::IntoBytes + zerocopy::Immutable>(
+pub(crate) fn install_and_respond<T: zerocopy::IntoBytes + zerocopy::Immutable, P: Platform + ?Sized>(
     ctx: &Arc<Context>,
-    uc: &Ucmd<'_>,
+    uc: &Ucmd<'_, P>,
     file: EngineFile,
     id: u32,
     cmd: &mut T,

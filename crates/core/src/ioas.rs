@@ -10,6 +10,7 @@ use crate::machine::{AcctMode, Machine};
 use crate::mock::pagetable::Prot;
 use crate::object::ObjType;
 use crate::pages::{owner_for, Pages, Source};
+use crate::platform::Platform;
 use crate::platform::{Caller, FdTarget, PAGE_SIZE};
 use crate::ucmd::Ucmd;
 use crate::EngineFile;
@@ -21,7 +22,7 @@ const MAP_FLAGS: u32 = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IO
 /// Self-test only: `IOAS_COPY.src_iova` is `{nth_area, offset}` (syzkaller mode).
 const COPY_FLAG_SYZ: u32 = 1 << 16;
 
-pub(crate) fn alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn alloc<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuIoasAlloc = uc.read()?;
     if cmd.flags != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -50,7 +51,7 @@ pub(crate) fn destroy(ctx: &Context, g: &mut Ictx, id: u32) {
     }
 }
 
-pub(crate) fn iova_ranges(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn iova_ranges<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     // (`cmd` stays unchanged and the reply is a new value: see `Ucmd::read`.)
     let cmd: IommuIoasIovaRanges = uc.read()?;
     if cmd.reserved != 0 {
@@ -78,7 +79,7 @@ pub(crate) fn iova_ranges(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     Ok(0)
 }
 
-pub(crate) fn allow_iovas(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn allow_iovas<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let cmd: IommuIoasAllowIovas = uc.read()?;
     if cmd.reserved != 0 {
         return Err(Errno::EOPNOTSUPP);
@@ -195,7 +196,7 @@ fn check_map_args(flags: u32, reserved: u32, iova: u64, length: u64) -> Result<(
     Ok(())
 }
 
-pub(crate) fn map(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn map<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuIoasMap = uc.read()?;
     check_map_args(cmd.flags, cmd.reserved, cmd.iova, cmd.length)?;
     let m = &*ctx.machine;
@@ -217,7 +218,7 @@ pub(crate) fn map(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     Ok(0)
 }
 
-pub(crate) fn map_file(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn map_file<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuIoasMapFile = uc.read()?;
     // MAP_FILE has no reserved field.
     check_map_args(cmd.flags, 0, cmd.iova, cmd.length)?;
@@ -253,7 +254,7 @@ pub(crate) fn map_file(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     Ok(0)
 }
 
-pub(crate) fn copy(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn copy<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuIoasCopy = uc.read()?;
     let m = &*ctx.machine;
     let mut g = ctx.lock();
@@ -356,7 +357,7 @@ pub(crate) fn syz_iova(g: &Ictx, ioas_id: u32, v: u64) -> u64 {
     g.ioas.get(&ioas_id).and_then(|i| i.areas.values().nth(nth)).map_or(0, |a| a.iova + off)
 }
 
-pub(crate) fn unmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn unmap<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuIoasUnmap = uc.read()?;
     let m = &*ctx.machine;
     let mut g = ctx.lock();
@@ -383,7 +384,7 @@ pub(crate) fn unmap(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
     Ok(0)
 }
 
-pub(crate) fn option(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn option<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     // (`cmd` stays unchanged: the handler then reads its fields straight from the
     // read-ahead, see `Ucmd::read`.)
     let cmd: IommuOption = uc.read()?;
@@ -455,7 +456,7 @@ pub(crate) fn set_large_pages(g: &mut Ictx, ioas_id: u32, enable: bool) -> Resul
     Ok(())
 }
 
-pub(crate) fn change_process(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn change_process<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let cmd: IommuIoasChangeProcess = uc.read()?;
     if cmd.reserved != 0 {
         return Err(Errno::EOPNOTSUPP);

@@ -10,9 +10,12 @@ use crate::platform::{Caller, Platform};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// One user command being executed: where it came from and how big the caller said it is.
-pub(crate) struct Ucmd<'a> {
+///
+/// Generic over the platform, so that a host that names its platform's type (the shim) gets
+/// every command compiled with its user copies inlined; `dyn Platform` otherwise.
+pub(crate) struct Ucmd<'a, P: Platform + ?Sized = dyn Platform> {
     pub caller: &'a Caller,
-    pub platform: &'a dyn Platform,
+    pub platform: &'a P,
     /// User pointer to the command struct.
     pub arg: u64,
     /// The caller's `size`.
@@ -26,7 +29,7 @@ pub(crate) struct Ucmd<'a> {
 /// The largest command struct (IOMMU_TEST_CMD).
 pub(crate) const PRE_MAX: usize = 72;
 
-impl<'a> Ucmd<'a> {
+impl<P: Platform + ?Sized> Ucmd<'_, P> {
     /// Decode the command struct `T` (known size = `size_of::<T>()`), after the minimum
     /// size was checked by the dispatcher.
     #[inline(always)]
@@ -76,7 +79,7 @@ impl<'a> Ucmd<'a> {
 }
 
 /// E2BIG unless the `len` user bytes at `addr` are all zero (EFAULT if unreadable).
-pub(crate) fn check_zero_tail(p: &dyn Platform, caller: &Caller, addr: u64, len: u64) -> Result<()> {
+pub(crate) fn check_zero_tail<P: Platform + ?Sized>(p: &P, caller: &Caller, addr: u64, len: u64) -> Result<()> {
     let mut buf = [0u8; 256];
     let mut done = 0u64;
     while done < len {
@@ -92,8 +95,8 @@ pub(crate) fn check_zero_tail(p: &dyn Platform, caller: &Caller, addr: u64, len:
 
 /// Copy driver data from the user with the generic driver-data rule: `len < min` or
 /// `len > size_of::<T>()` → EINVAL; copy `len` bytes (EFAULT) and zero the rest.
-pub(crate) fn read_driver_data<T: FromBytes + IntoBytes + KnownLayout + Immutable>(
-    p: &dyn Platform,
+pub(crate) fn read_driver_data<T: FromBytes + IntoBytes + KnownLayout + Immutable, P: Platform + ?Sized>(
+    p: &P,
     caller: &Caller,
     uptr: u64,
     len: u32,

@@ -7,8 +7,7 @@ use crate::ioas::{map_pages, set_large_pages, NewPages};
 use crate::mock::pagetable::Prot;
 use crate::object::ObjType;
 use crate::pages::Source;
-use crate::platform::Caller;
-use crate::platform::PAGE_SIZE;
+use crate::platform::{Caller, Platform, PAGE_SIZE};
 use crate::ucmd::Ucmd;
 use std::sync::Arc;
 use uiommu_uapi::iommufd::*;
@@ -16,7 +15,7 @@ use uiommu_uapi::vfio::*;
 use zerocopy::{FromZeros, IntoBytes};
 
 /// `IOMMU_VFIO_IOAS`: get, set or clear the compat IOAS.
-pub(crate) fn vfio_ioas(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn vfio_ioas<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuVfioIoas = uc.read()?;
     if cmd.reserved != 0 {
         return Err(Errno::EOPNOTSUPP);

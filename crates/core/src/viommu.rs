@@ -7,6 +7,7 @@ use crate::context::{Context, Ictx};
 use crate::errno::{Errno, Result};
 use crate::fault_inject::{fail_point, FailSite};
 use crate::object::ObjType;
+use crate::platform::Platform;
 use crate::platform::{Caller, HostFile, PAGE_SIZE};
 use crate::ucmd::{read_driver_data, Ucmd};
 use crate::EngineFile;
@@ -85,7 +86,7 @@ pub(crate) struct HwQueue {
     pub length: u64,
 }
 
-pub(crate) fn viommu_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn viommu_alloc<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuViommuAlloc = uc.read()?;
     if cmd.flags != 0 || cmd.type_ == IOMMU_VIOMMU_TYPE_DEFAULT {
         return Err(Errno::EOPNOTSUPP);
@@ -158,7 +159,7 @@ pub(crate) fn destroy_viommu(g: &mut Ictx, id: u32) {
     }
 }
 
-pub(crate) fn vdevice_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn vdevice_alloc<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuVdeviceAlloc = uc.read()?;
     let mut g = ctx.lock();
     g.objs.expect(cmd.viommu_id, ObjType::Viommu)?;
@@ -265,7 +266,7 @@ impl VeventqFile {
     }
 }
 
-pub(crate) fn veventq_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn veventq_alloc<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuVeventqAlloc = uc.read()?;
     if cmd.flags != 0 || cmd.reserved != 0 || cmd.type_ == IOMMU_VEVENTQ_TYPE_DEFAULT {
         return Err(Errno::EOPNOTSUPP);
@@ -336,7 +337,7 @@ pub(crate) fn report_event(g: &mut Ictx, viommu: u32, ty: u32, data: &[u8]) -> R
 
 // ---- HW queues ----
 
-pub(crate) fn hw_queue_alloc(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn hw_queue_alloc<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuHwQueueAlloc = uc.read()?;
     if cmd.flags != 0 || cmd.type_ == IOMMU_HW_QUEUE_TYPE_DEFAULT {
         return Err(Errno::EOPNOTSUPP);
@@ -487,7 +488,12 @@ pub(crate) fn mmap(ctx: &Arc<Context>, len: u64, offset: u64) -> Result<MmapRegi
 }
 
 /// vIOMMU cache invalidation by the mock driver (selftest_mock.md §6).
-pub(crate) fn invalidate(uc: &Ucmd<'_>, g: &mut Ictx, viommu: u32, cmd: &IommuHwptInvalidate) -> (u32, Result<()>) {
+pub(crate) fn invalidate<P: Platform + ?Sized>(
+    uc: &Ucmd<'_, P>,
+    g: &mut Ictx,
+    viommu: u32,
+    cmd: &IommuHwptInvalidate,
+) -> (u32, Result<()>) {
     if cmd.entry_num == 0 && cmd.data_type == t::IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST {
         return (0, Ok(()));
     }

@@ -382,7 +382,9 @@ fn dispatch(c: &Arc<Conn>, caller: &Caller, req: &Req, reply: i32) -> Result<Out
     let plain = |r: Result<i64, Errno>| Ok(Outcome::Reply(Msg::reply(r), None));
     match req.op {
         op::IOCTL => match &c.file {
-            EngineFile::Iommufd(ctx) => plain(ctx.ioctl(caller, req.a as u32, req.b).map(i64::from)),
+            EngineFile::Iommufd(ctx) => {
+                plain(ctx.ioctl_via(&crate::platform::PLATFORM, caller, req.a as u32, req.b).map(i64::from))
+            }
             _ => plain(Err(Errno::ENOTTY)),
         },
         op::READ => plain(c.file.read(caller, req.a, req.b as usize).map(|n| n as i64)),

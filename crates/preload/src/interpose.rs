@@ -400,7 +400,7 @@ fn iommufd_ioctl(ctx: &Arc<Context>, request: c_ulong, arg: *mut c_void) -> c_in
     let r = if crate::trace::enabled() {
         traced_engine_ioctl(ctx, request as u32, arg as u64)
     } else {
-        guard(|| ctx.ioctl(&current_caller(), request as u32, arg as u64))
+        guard(|| ctx.ioctl_via(&crate::platform::PLATFORM, &current_caller(), request as u32, arg as u64))
     };
     fdtable::drop_deferred();
     match r {
@@ -435,7 +435,7 @@ fn engine_ioctl(fd: c_int, f: &ShimFile, request: c_ulong, arg: *mut c_void) -> 
 #[inline(never)]
 fn traced_engine_ioctl(ctx: &Arc<Context>, request: u32, arg: u64) -> Result<i32, Errno> {
     let t = crate::trace::begin(request, arg);
-    let r = guard(|| ctx.ioctl(&current_caller(), request, arg));
+    let r = guard(|| ctx.ioctl_via(&crate::platform::PLATFORM, &current_caller(), request, arg));
     crate::trace::end(t, &r.map(i64::from));
     r
 }

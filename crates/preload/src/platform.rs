@@ -25,10 +25,14 @@ pub struct LinuxPlatform {
 
 impl LinuxPlatform {
     /// The platform.
-    pub fn new() -> LinuxPlatform {
+    pub const fn new() -> LinuxPlatform {
         LinuxPlatform { mem: LinuxMemory }
     }
 }
+
+/// The platform for `Context::ioctl_via`: it is stateless (its state is the process's), so
+/// this value behaves exactly as the machine's own.
+pub const PLATFORM: LinuxPlatform = LinuxPlatform::new();
 
 impl Platform for LinuxPlatform {
     #[inline]

@@ -9,6 +9,7 @@ use crate::hw_pagetable::{self, FaultGroup};
 use crate::iova::ReservedOwner;
 use crate::object::ObjType;
 use crate::pages::Source;
+use crate::platform::Platform;
 use crate::platform::{FdTarget, PAGE_SIZE};
 use crate::ucmd::Ucmd;
 use crate::EngineFile;
@@ -20,7 +21,7 @@ use zerocopy::{FromZeros, IntoBytes};
 
 const MAX_RW: u64 = 16 << 20;
 
-pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
+pub(crate) fn test_cmd<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>) -> Result<i32> {
     let mut cmd: IommuTestCmd = uc.read()?;
     let m = &*ctx.machine;
     match cmd.op {
@@ -400,14 +401,14 @@ pub(crate) fn test_cmd(ctx: &Arc<Context>, uc: &Ucmd<'_>) -> Result<i32> {
 }
 
 /// The access behind an access fd (EBADFD for any other descriptor).
-fn access_file(ctx: &Arc<Context>, uc: &Ucmd<'_>, fd: u32) -> Result<Arc<AccessFile>> {
+fn access_file<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>, fd: u32) -> Result<Arc<AccessFile>> {
     match ctx.machine.platform.fd(uc.caller, fd as i32) {
         Ok(FdTarget::Engine(EngineFile::Access(f))) => Ok(f),
         _ => Err(Errno::EBADFD),
     }
 }
 
-fn create_access(ctx: &Arc<Context>, uc: &Ucmd<'_>, mut cmd: IommuTestCmd) -> Result<i32> {
+fn create_access<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P>, mut cmd: IommuTestCmd) -> Result<i32> {
     let mut p: TestCreateAccess = cmd.payload();
     if p.flags & !MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES != 0 {
         return Err(Errno::EOPNOTSUPP);
