@@ -222,12 +222,12 @@ fn extable_fixup(rip: usize) -> Option<usize> {
     None
 }
 
-/// One inline copy: `$body` (instructions labelled 2: and 3: and, for 4-group copies, 6: and
-/// 7: touch user memory), then the shared fixup and table entries. Evaluates to the bytes
-/// not copied (0, or the whole length).
+/// One inline copy: `$body` (whose instructions that touch user memory carry the labels
+/// `$labels`, from 2, 3, 6 and 7), then the shared fixup and table entries. `$a` and `$b`
+/// are scratch registers of class `$class`. Evaluates to the bytes not copied (0, or `$n`).
 #[cfg(target_arch = "x86_64")]
 macro_rules! inline_copy {
-    ($entries:literal, [$($body:literal),* $(,)?], $($operands:tt)*) => {{
+    ([$($label:literal),*], [$($body:expr),* $(,)?], $class:ident, $dst:expr, $src:expr, $n:expr) => {{
         let left: usize;
         core::arch::asm!(
             $($body,)*
@@ -240,14 +240,61 @@ macro_rules! inline_copy {
             ".popsection",
             ".pushsection uiommu_extable,\"aR\",@progbits",
             ".balign 4",
-            $entries,
+            $(concat!(".long ", $label, "b - ., 5b - ."),)*
             ".popsection",
             left = out(reg) left,
-            $($operands)*
+            dst = in(reg) $dst,
+            src = in(reg) $src,
+            n = in(reg) $n,
+            a = out($class) _,
+            b = out($class) _,
             options(nostack),
         );
         left
     }};
+}
+
+/// A read of the first and the last `$width` bytes (`$ptr`-sized moves through `$a`/`$b`):
+/// both user loads (labels 2 and 3) before the stores.
+#[cfg(target_arch = "x86_64")]
+macro_rules! read_ends {
+    ($class:ident, $mov:literal, $ptr:literal, $a:literal, $b:literal, $width:literal, $dst:expr, $src:expr, $n:expr) => {
+        inline_copy!(
+            ["2", "3"],
+            [
+                concat!("2: ", $mov, " ", $a, ", ", $ptr, " ptr [{src}]"),
+                concat!("3: ", $mov, " ", $b, ", ", $ptr, " ptr [{src} + {n} - ", $width, "]"),
+                concat!($mov, " ", $ptr, " ptr [{dst}], ", $a),
+                concat!($mov, " ", $ptr, " ptr [{dst} + {n} - ", $width, "], ", $b),
+            ],
+            $class,
+            $dst,
+            $src,
+            $n
+        )
+    };
+}
+
+/// A write of 8-byte groups at the offsets given (with their user-store labels), each read
+/// from the source in two 4-byte pieces.
+#[cfg(target_arch = "x86_64")]
+macro_rules! write_groups {
+    ($(($label:literal, $off:literal)),*; $dst:expr, $src:expr, $n:expr) => {
+        inline_copy!(
+            [$($label),*],
+            [$(
+                concat!("mov {a:e}, dword ptr [{src} + ", $off, "]"),
+                concat!("mov {b:e}, dword ptr [{src} + ", $off, " + 4]"),
+                "shl {b}, 32",
+                "or {a}, {b}",
+                concat!($label, ": mov qword ptr [{dst} + ", $off, "], {a}"),
+            )*],
+            reg,
+            $dst,
+            $src,
+            $n
+        )
+    };
 }
 
 /// Copies `n` (4..=32) bytes from user `src` to our `dst`; returns the bytes not copied.
@@ -260,41 +307,11 @@ unsafe fn read_small(dst: *mut u8, src: *const u8, n: usize) -> usize {
     // SAFETY: each block lists its user accesses in the exception table; `dst` is ours.
     unsafe {
         if n >= 16 {
-            inline_copy!(
-                ".long 2b - ., 5b - .\n.long 3b - ., 5b - .",
-                [
-                    "2: movdqu {a}, xmmword ptr [{src}]",
-                    "3: movdqu {b}, xmmword ptr [{src} + {n} - 16]",
-                    "movdqu xmmword ptr [{dst}], {a}",
-                    "movdqu xmmword ptr [{dst} + {n} - 16], {b}",
-                ],
-                src = in(reg) src, dst = in(reg) dst, n = in(reg) n,
-                a = out(xmm_reg) _, b = out(xmm_reg) _,
-            )
+            read_ends!(xmm_reg, "movdqu", "xmmword", "{a}", "{b}", "16", dst, src, n)
         } else if n >= 8 {
-            inline_copy!(
-                ".long 2b - ., 5b - .\n.long 3b - ., 5b - .",
-                [
-                    "2: mov {a}, qword ptr [{src}]",
-                    "3: mov {b}, qword ptr [{src} + {n} - 8]",
-                    "mov qword ptr [{dst}], {a}",
-                    "mov qword ptr [{dst} + {n} - 8], {b}",
-                ],
-                src = in(reg) src, dst = in(reg) dst, n = in(reg) n,
-                a = out(reg) _, b = out(reg) _,
-            )
+            read_ends!(reg, "mov", "qword", "{a}", "{b}", "8", dst, src, n)
         } else {
-            inline_copy!(
-                ".long 2b - ., 5b - .\n.long 3b - ., 5b - .",
-                [
-                    "2: mov {a:e}, dword ptr [{src}]",
-                    "3: mov {b:e}, dword ptr [{src} + {n} - 4]",
-                    "mov dword ptr [{dst}], {a:e}",
-                    "mov dword ptr [{dst} + {n} - 4], {b:e}",
-                ],
-                src = in(reg) src, dst = in(reg) dst, n = in(reg) n,
-                a = out(reg) _, b = out(reg) _,
-            )
+            read_ends!(reg, "mov", "dword", "{a:e}", "{b:e}", "4", dst, src, n)
         }
     }
 }
@@ -309,65 +326,29 @@ unsafe fn read_small(dst: *mut u8, src: *const u8, n: usize) -> usize {
 unsafe fn write_small(dst: *mut u8, src: *const u8, n: usize) -> usize {
     // SAFETY: each block lists its user accesses in the exception table; `src` is ours.
     unsafe {
-        if n > 16 {
-            inline_copy!(
-                ".long 2b - ., 5b - .\n.long 3b - ., 5b - .\n.long 6b - ., 5b - .\n.long 7b - ., 5b - .",
-                [
-                    "mov {a:e}, dword ptr [{src}]",
-                    "mov {b:e}, dword ptr [{src} + 4]",
-                    "shl {b}, 32",
-                    "or {a}, {b}",
-                    "2: mov qword ptr [{dst}], {a}",
-                    "mov {a:e}, dword ptr [{src} + 8]",
-                    "mov {b:e}, dword ptr [{src} + 12]",
-                    "shl {b}, 32",
-                    "or {a}, {b}",
-                    "3: mov qword ptr [{dst} + 8], {a}",
-                    "mov {a:e}, dword ptr [{src} + {n} - 16]",
-                    "mov {b:e}, dword ptr [{src} + {n} - 12]",
-                    "shl {b}, 32",
-                    "or {a}, {b}",
-                    "6: mov qword ptr [{dst} + {n} - 16], {a}",
-                    "mov {a:e}, dword ptr [{src} + {n} - 8]",
-                    "mov {b:e}, dword ptr [{src} + {n} - 4]",
-                    "shl {b}, 32",
-                    "or {a}, {b}",
-                    "7: mov qword ptr [{dst} + {n} - 8], {a}",
-                ],
-                src = in(reg) src, dst = in(reg) dst, n = in(reg) n,
-                a = out(reg) _, b = out(reg) _,
-            )
-        } else if n >= 8 {
-            inline_copy!(
-                ".long 2b - ., 5b - .\n.long 3b - ., 5b - .",
-                [
-                    "mov {a:e}, dword ptr [{src}]",
-                    "mov {b:e}, dword ptr [{src} + 4]",
-                    "shl {b}, 32",
-                    "or {a}, {b}",
-                    "2: mov qword ptr [{dst}], {a}",
-                    "mov {a:e}, dword ptr [{src} + {n} - 8]",
-                    "mov {b:e}, dword ptr [{src} + {n} - 4]",
-                    "shl {b}, 32",
-                    "or {a}, {b}",
-                    "3: mov qword ptr [{dst} + {n} - 8], {a}",
-                ],
-                src = in(reg) src, dst = in(reg) dst, n = in(reg) n,
-                a = out(reg) _, b = out(reg) _,
-            )
-        } else {
-            inline_copy!(
-                ".long 2b - ., 5b - .\n.long 3b - ., 5b - .",
+        if n < 8 {
+            return inline_copy!(
+                ["2", "3"],
                 [
                     "mov {a:e}, dword ptr [{src}]",
                     "mov {b:e}, dword ptr [{src} + {n} - 4]",
                     "2: mov dword ptr [{dst}], {a:e}",
                     "3: mov dword ptr [{dst} + {n} - 4], {b:e}",
                 ],
-                src = in(reg) src, dst = in(reg) dst, n = in(reg) n,
-                a = out(reg) _, b = out(reg) _,
-            )
+                reg,
+                dst,
+                src,
+                n
+            );
         }
+        if n > 16 {
+            // The two middle groups (they may overlap each other and the outer ones).
+            let left = write_groups!(("2", "8"), ("3", "{n} - 16"); dst, src, n);
+            if left != 0 {
+                return left;
+            }
+        }
+        write_groups!(("2", "0"), ("3", "{n} - 8"); dst, src, n)
     }
 }
 
