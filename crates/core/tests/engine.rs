@@ -7,32 +7,48 @@ use std::collections::BTreeMap;
 use uiommu_core::Errno;
 use uiommu_uapi::iommufd::*;
 use uiommu_uapi::{cmd_info, IOMMUFD_CMDS};
+use zerocopy::IntoBytes;
 
 #[test]
 fn dispatch_size_rules_for_every_command() {
     let h = H::new();
-    for info in IOMMUFD_CMDS {
-        // size below the minimum
-        let mut b = vec![0u8; info.size + 1];
-        b[..4].copy_from_slice(&((info.min_size - 1) as u32).to_ne_bytes());
-        assert_eq!(h.raw(info.ioctl, &b), Err(Errno::EINVAL), "{} short", info.name);
-        // a non-zero byte beyond the known struct
-        b[..4].copy_from_slice(&((info.size + 1) as u32).to_ne_bytes());
-        b[info.size] = 0xff;
-        assert_eq!(h.raw(info.ioctl, &b), Err(Errno::E2BIG), "{} trailing", info.name);
-        // wrong direction/size bits or type byte
-        assert_eq!(h.raw(info.ioctl | (1 << 30), &b), Err(Errno::ENOTTY), "{} dir", info.name);
-        // unreadable argument
-        assert_eq!(h.ctx.ioctl(&h.caller, info.ioctl, 0), Err(Errno::EFAULT), "{} NULL", info.name);
+    // The same rules whether the platform is `dyn Platform` or a named type.
+    type Raw = fn(&H, u32, &[u8]) -> Result<i32, Errno>;
+    for (path, raw) in [("dyn", H::raw as Raw), ("via", H::raw_via as Raw)] {
+        for info in IOMMUFD_CMDS {
+            // size below the minimum
+            let mut b = vec![0u8; info.size + 1];
+            b[..4].copy_from_slice(&((info.min_size - 1) as u32).to_ne_bytes());
+            assert_eq!(raw(&h, info.ioctl, &b), Err(Errno::EINVAL), "{path} {} short", info.name);
+            // a non-zero byte beyond the known struct
+            b[..4].copy_from_slice(&((info.size + 1) as u32).to_ne_bytes());
+            b[info.size] = 0xff;
+            assert_eq!(raw(&h, info.ioctl, &b), Err(Errno::E2BIG), "{path} {} trailing", info.name);
+            // wrong direction/size bits or type byte
+            assert_eq!(raw(&h, info.ioctl | (1 << 30), &b), Err(Errno::ENOTTY), "{path} {} dir", info.name);
+            // unreadable argument
+            assert_eq!(h.ctx.ioctl(&h.caller, info.ioctl, 0), Err(Errno::EFAULT), "{} NULL", info.name);
+            assert_eq!(
+                h.ctx.ioctl_via(&*h.copy_faults, &h.caller, info.ioctl, 0),
+                Err(Errno::EFAULT),
+                "via {} NULL",
+                info.name
+            );
+        }
+        for nr in 0x95u8..0xa0 {
+            assert!(cmd_info(nr).is_none());
+            let mut b = [0u8; 64];
+            b[0] = 64;
+            assert_eq!(raw(&h, 0x3b00 | nr as u32, &b), Err(Errno::ENOTTY), "{path}");
+        }
+        // VFIO-range commands this build does not know.
+        assert_eq!(raw(&h, 0x3b7f, &[0u8; 8]), Err(Errno::ENOTTY), "{path}");
+        // A command that succeeds and copies back: the same reply either way.
+        let mut q = IommuIoasIovaRanges { size: 32, ioas_id: h.ioas_alloc(), ..Default::default() };
+        assert_eq!(raw(&h, IOMMU_IOAS_IOVA_RANGES, q.as_bytes()), Err(Errno::EMSGSIZE), "{path}");
+        uiommu_core::Platform::read_user(&*h.sim, &h.caller, h.scratch, q.as_mut_bytes()).unwrap();
+        assert_eq!((q.num_iovas, q.out_iova_alignment), (1, 1), "{path}");
     }
-    for nr in 0x95u8..0xa0 {
-        assert!(cmd_info(nr).is_none());
-        let mut b = [0u8; 64];
-        b[0] = 64;
-        assert_eq!(h.raw(0x3b00 | nr as u32, &b), Err(Errno::ENOTTY));
-    }
-    // VFIO-range commands this build does not know.
-    assert_eq!(h.raw(0x3b7f, &[0u8; 8]), Err(Errno::ENOTTY));
 }
 
 #[test]

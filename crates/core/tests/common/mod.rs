@@ -45,6 +45,14 @@ impl H {
         self.ctx.ioctl(&self.caller, cmd, self.scratch)
     }
 
+    /// [`H::raw`] through `Context::ioctl_via`, with the platform's type named (the commands
+    /// as a host that knows its platform type runs them).
+    pub fn raw_via(&self, cmd: u32, bytes: &[u8]) -> Result<i32, Errno> {
+        use uiommu_core::Platform;
+        self.sim.write_user(&self.caller, self.scratch, bytes).unwrap();
+        self.ctx.ioctl_via(&*self.copy_faults, &self.caller, cmd, self.scratch)
+    }
+
     pub fn ioas_alloc(&self) -> u32 {
         let mut c = IommuIoasAlloc { size: 12, ..Default::default() };
         self.ioctl(IOMMU_IOAS_ALLOC, &mut c).unwrap();
