@@ -143,8 +143,9 @@ impl Backend for EngineBackend {
     }
 
     fn ioctl(&self, cmd: u32, arg: &mut [u8]) -> Result<i32> {
-        // The engine reads and writes the structure through the platform, at its address.
-        Ok(self.ctx.ioctl(&self.caller(), cmd, arg.as_mut_ptr() as u64)?)
+        // The engine reads and writes the structure through the platform, at its address
+        // (the machine's own platform, with its type named: the copies are inlined).
+        Ok(self.ctx.ioctl_via(&*self.platform, &self.caller(), cmd, arg.as_mut_ptr() as u64)?)
     }
 
     fn read_file(&self, fd: i32, buf: &mut [u8]) -> Result<usize> {
