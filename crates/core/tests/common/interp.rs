@@ -78,6 +78,8 @@ pub struct World {
     pub ids: Vec<u32>,
     pub mmaps: Vec<MmapRegion>,
     pub steps: usize,
+    /// Typed-argument ioctls issued (alternating `ioctl` and `ioctl_via`).
+    pub calls: u64,
     /// Successful ioctls per command number (low byte), for coverage statistics.
     pub ok: std::collections::BTreeMap<u8, usize>,
 }
@@ -114,6 +116,7 @@ impl World {
             ids: Vec::new(),
             mmaps: Vec::new(),
             steps: 0,
+            calls: 0,
             ok: Default::default(),
         }
     }
@@ -211,7 +214,14 @@ impl World {
         let size = (core::mem::size_of::<T>() as u32).to_ne_bytes();
         v.as_mut_bytes()[..4].copy_from_slice(&size);
         self.sim.write_user(&self.caller, self.scratch, v.as_bytes()).expect("scratch");
-        let res = ctx.ioctl(&self.caller, cmd, self.scratch);
+        // Every other call names the platform's type (`ioctl_via`): both ways of compiling
+        // the commands get the same inputs.
+        self.calls += 1;
+        let res = if self.calls.is_multiple_of(2) {
+            ctx.ioctl(&self.caller, cmd, self.scratch)
+        } else {
+            ctx.ioctl_via(&*self.sim, &self.caller, cmd, self.scratch)
+        };
         if res.is_ok() {
             *self.ok.entry(cmd as u8).or_default() += 1;
         }
@@ -729,7 +739,7 @@ impl World {
             bytes[4..8].copy_from_slice(&id.to_ne_bytes());
         }
         self.sim.write_user(&self.caller, self.scratch, &bytes).expect("scratch");
-        let _ = ctx.ioctl(&self.caller, info.ioctl, self.scratch);
+        let _ = ctx.ioctl_via(&*self.sim, &self.caller, info.ioctl, self.scratch);
     }
 
     fn vfio(&mut self, ctx: &Arc<Context>, r: &mut Reader) {
