@@ -429,7 +429,8 @@ impl Ictx {
                 }
                 prev = Some(a);
                 let s = self.stores.get(&a.store).ok_or(format!("area {k:#x}: no store"))?;
-                if a.offset + a.len() > s.npages * PAGE_SIZE {
+                // (A store may span the whole 64-bit range: compare in 128 bits.)
+                if u128::from(a.offset) + u128::from(a.len()) > u128::from(s.npages) * u128::from(PAGE_SIZE) {
                     return Err(format!("area {k:#x}: outside its store"));
                 }
                 *refs.entry(a.store).or_default() += 1;

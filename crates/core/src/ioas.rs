@@ -244,6 +244,10 @@ pub(crate) fn map_file<P: Platform + ?Sized>(ctx: &Arc<Context>, uc: &Ucmd<'_, P
         FdTarget::Engine(_) => Source::File { file: Arc::new(crate::mock::NotAFile), pgoff: cmd.start / PAGE_SIZE },
         FdTarget::Host(file) => Source::File { file, pgoff: cmd.start / PAGE_SIZE },
     };
+    // The page store's own limit (the kernel's `iopt_alloc_pages`), after the fd lookup.
+    if cmd.length > u64::MAX - PAGE_SIZE {
+        return Err(Errno::EINVAL);
+    }
     let mut g = ctx.lock();
     g.objs.expect(cmd.ioas_id, ObjType::Ioas)?;
     let src = NewPages { source, addr: cmd.start, writable: cmd.flags & IOMMU_IOAS_MAP_WRITEABLE != 0 };

@@ -92,9 +92,9 @@ impl Pages {
                 if file.kind() == HostFileKind::Other {
                     return Err(Errno::EINVAL);
                 }
+                // In pages: a store may end at the top of the 64-bit file offset space.
                 let size = file.size()?;
-                let end = (pgoff + first + n as u64) * PAGE_SIZE;
-                if end > size.div_ceil(PAGE_SIZE) * PAGE_SIZE {
+                if pgoff + first + n as u64 > size.div_ceil(PAGE_SIZE) {
                     return Err(Errno::EINVAL);
                 }
                 file.resolve_runs(pgoff + first, n, out)
