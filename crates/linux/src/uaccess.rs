@@ -382,11 +382,10 @@ fn range_ok(addr: u64, len: usize) -> bool {
 pub(crate) fn read_self_fast(addr: u64, buf: &mut [u8]) -> Option<Result<(), Errno>> {
     #[cfg(target_arch = "x86_64")]
     if installed() && range_ok(addr, buf.len()) {
-        // SAFETY: the handler is installed, so a fault inside the routine resumes at its
-        // fixup; `buf` is ours exclusively; `addr` is only read.
         let (dst, src, n) = (buf.as_mut_ptr(), addr as usize as *const u8, buf.len());
         return Some(copied(if (4..=32).contains(&n) {
-            // SAFETY: as below, for the inline copy and its table entries.
+            // SAFETY: the handler is installed, so a fault at an instruction of the inline
+            // copy resumes at its fixup (exception table); `buf` is ours exclusively.
             unsafe { read_small(dst, src, n) }
         } else {
             // SAFETY: the handler is installed, so a fault inside the routine resumes at its
@@ -405,12 +404,11 @@ pub(crate) fn read_self_fast(addr: u64, buf: &mut [u8]) -> Option<Result<(), Err
 pub(crate) fn write_self_fast(addr: u64, buf: &[u8]) -> Option<Result<(), Errno>> {
     #[cfg(target_arch = "x86_64")]
     if installed() && range_ok(addr, buf.len()) {
-        // SAFETY: the handler is installed, so a fault inside the routine resumes at its
-        // fixup; `addr` is memory the program asked the emulated kernel to write (its
-        // contract, as with a real kernel); `buf` is only read.
         let (dst, src, n) = (addr as usize as *mut u8, buf.as_ptr(), buf.len());
         return Some(copied(if (4..=32).contains(&n) {
-            // SAFETY: as below, for the inline copy and its table entries.
+            // SAFETY: the handler is installed, so a fault at an instruction of the inline
+            // copy resumes at its fixup (exception table); `addr` is memory the program
+            // asked the emulated kernel to write; `buf` is only read.
             unsafe { write_small(dst, src, n) }
         } else {
             // SAFETY: the handler is installed, so a fault inside the routine resumes at its
